@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests that need the real data read it from $STORM_DATA_DIR.
+
+Locally they skip when it is unset; CI sets STORM_REQUIRE_DATA=1 so a missing data directory fails
+instead of silently skipping.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    value = os.environ.get("STORM_DATA_DIR")
+    if value and Path(value).is_dir():
+        return Path(value)
+    if os.environ.get("STORM_REQUIRE_DATA") == "1":
+        pytest.fail("STORM_REQUIRE_DATA=1 but $STORM_DATA_DIR is not a directory")
+    pytest.skip("real data needed: set STORM_DATA_DIR (e.g. ../shared/data)")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test writes its caches into a temporary directory, never the user's cache."""
+    monkeypatch.setenv("STORM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def make_prices(n_days=120, tickers=("AAA", "BBB", "CCC"), seed=0, start="2020-01-01"):
+    """A small synthetic long price frame in the schema (business days, random walks)."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, periods=n_days)
+    rows = []
+    for k, t in enumerate(tickers):
+        close = 50 * (1 + k) * np.exp(np.cumsum(rng.normal(0, 0.02, n_days)))
+        open_ = close * np.exp(rng.normal(0, 0.005, n_days))
+        high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n_days))
+        low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n_days))
+        factor = np.linspace(0.9, 1.0, n_days)  # dividend back-adjustment
+        rows.append(pd.DataFrame({
+            "date": dates, "ticker": t, "open": open_, "high": high, "low": low, "close": close,
+            "adj_close": close * factor, "volume": rng.integers(1_000, 100_000, n_days).astype(float),
+        }))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.fixture
+def prices():
+    return make_prices()
