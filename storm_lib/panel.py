@@ -129,7 +129,8 @@ def cs_zscore(x: np.ndarray, clip: float = 3.0) -> np.ndarray:
     """Robust cross-sectional z-score over axis 1 (stocks) of a (T, N, F) array. Day-local."""
     med = _nanmedian_axis1(x)
     mad = _nanmedian_axis1(np.abs(x - med)) * 1.4826
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # days where a feature is all NaN
         std = np.nanstd(x, axis=1, keepdims=True)
         scale = np.where(mad > 1e-12, mad, std)
         z = (x - med) / scale
