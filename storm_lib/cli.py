@@ -17,6 +17,9 @@ import pandas as pd
 from . import config, data, metrics, panel as panel_mod, portfolio
 
 
+SIGNALS = ("momentum20", "reversal5")
+
+
 def _signals(p: panel_mod.Panel, names: list[str]) -> dict[str, pd.DataFrame]:
     """Simple, causal score frames built from the panel's (normalised) features.
 
@@ -29,13 +32,14 @@ def _signals(p: panel_mod.Panel, names: list[str]) -> dict[str, pd.DataFrame]:
             out[name] = -p.feature_frame("ROC20")
         elif name == "reversal5":
             out[name] = p.feature_frame("ROC5")
-        else:
-            raise SystemExit(f"unknown signal {name!r}; choose from momentum20, reversal5")
     return out
 
 
 def demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    unknown = [s for s in args.signals if s not in SIGNALS]
+    if unknown:
+        raise SystemExit(f"unknown signal(s) {unknown}; choose from {', '.join(SIGNALS)}")
     protocol = args.protocol or ("sample" if args.source == data.SAMPLE else "clean")
     proto = panel_mod.get_protocol(protocol)
     print(f"STORM replication demo: source={args.source!r}, protocol={proto.name!r} ({proto.note})")

@@ -5,7 +5,8 @@ from storm_lib.cli import main
 
 def test_demo_on_the_embedded_sample_runs_offline(capsys, monkeypatch):
     monkeypatch.delenv("STORM_DATA_DIR", raising=False)
-    assert main(["demo", "--source", "sample", "--conventions", "standard"]) == 0
+    with pytest.warns(UserWarning, match="close-only"):
+        assert main(["demo", "--source", "sample", "--conventions", "standard"]) == 0
     out = capsys.readouterr().out
     assert "protocol='sample'" in out and "close only" in out
     assert "Market Index (SP500)" in out and "TopK-Drop on momentum20" in out and "RankIC" in out
