@@ -1,0 +1,79 @@
+"""Profiles: named bundles of sizes and budgets, in one place.
+
+* ``smoke``: CI and tests, well under a minute on 2 CPU cores; proves the code runs, not that it learns.
+* ``cpu``: the default on a 2-core machine (small widths, early stopping on validation RankIC).
+* ``paper``: the official dimensions (official-code.md §2: width 256, codebook 512 x 256, 4-layer
+  encoders, 2-layer decoders, 64-day windows, AdamW lr 1e-4, weight decay 0.05, betas (0.9, 0.95));
+  for GPU users. The official 1,000 epochs with no early stopping become ``max_epochs`` 200 with
+  early stopping here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by every torch return model (see :mod:`storm_lib.train`)."""
+
+    batch_size: int = 16
+    max_epochs: int = 30
+    patience: int = 5                 # epochs without a better validation score before stopping
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_frac: float = 0.05         # share of all steps with linear warm-up, then cosine decay to 0
+    grad_clip: float = 1.0
+    steps_per_epoch: int | None = None  # None: one pass over the training windows
+    eval_batch_size: int = 32
+    select_metric: str = "rankic"     # "rankic" (validation RankIC, higher is better) or "loss"
+    label_norm: str = "cs_zscore"     # training target: per-day cross-sectional z-score of returns
+    min_valid_stocks: int = 2
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    window: int
+    train: TrainConfig
+    storm: dict = field(default_factory=dict)  # StormConfig overrides
+    note: str = ""
+
+    def with_train(self, **kw) -> "Profile":
+        return replace(self, train=replace(self.train, **kw))
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        "smoke", window=16,
+        train=TrainConfig(batch_size=8, max_epochs=2, patience=2, lr=1e-3, steps_per_epoch=8, eval_batch_size=64),
+        storm=dict(d_model=16, n_heads=2, ts_layers=1, ts_dec_layers=1, cs_layers=1, cs_dec_layers=1,
+                   codebook_size=32, stem_width=4),
+        note="CI: a few steps to prove the code runs end to end",
+    ),
+    "cpu": Profile(
+        "cpu", window=64,
+        train=TrainConfig(batch_size=16, max_epochs=30, patience=5, lr=1e-3, steps_per_epoch=None),
+        storm=dict(d_model=64, n_heads=4, ts_layers=2, ts_dec_layers=1, cs_layers=2, cs_dec_layers=1,
+                   codebook_size=512, stem_width=16),
+        note="default on a 2-core CPU",
+    ),
+    "paper": Profile(
+        "paper", window=64,
+        train=TrainConfig(batch_size=32, max_epochs=200, patience=20, lr=1e-4, weight_decay=0.05,
+                          warmup_frac=0.1, eval_batch_size=32),
+        storm=dict(d_model=256, n_heads=4, ts_layers=4, ts_dec_layers=2, cs_layers=4, cs_dec_layers=2,
+                   codebook_size=512, stem_width=32),
+        note="official dimensions (official-code.md §2); for GPU users",
+    ),
+}
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}") from None

@@ -1,0 +1,251 @@
+"""A plain training loop for every torch return model (STORM and the neural baselines).
+
+The network contract: ``net(x, mask, y=None, sample=False)`` returns an object with ``pred`` (B, N),
+``losses`` (dict of raw scalar terms) and ``loss`` (the weighted total), where ``x`` is the window
+tensor (B, W, N, F) from :meth:`Panel.windows`, ``mask`` (B, N) the valid stocks and ``y`` (B, N) the
+training target (NaN where unknown).
+
+:func:`fit` trains on the protocol's train split, evaluates the validation split after every epoch
+(RankIC by default), keeps the best weights, stops early, writes ``history.csv`` and checkpoints
+(``last.pt`` to resume, ``best.pt``) when given a run directory. Model selection never looks at the
+test split unless the protocol itself says validation = test (``paper``, the official code's choice).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics
+from .panel import Panel, Protocol, get_protocol
+from .profiles import TrainConfig
+
+
+# ----------------------------------------------------------------------------------------------
+# Determinism and devices
+# ----------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; deterministic algorithms where torch has them (CPU is exact)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given; else CUDA when present, else CPU with every core as a thread."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------------------------
+
+
+def normalise_labels(y: np.ndarray, mask: np.ndarray, how: str = "cs_zscore", min_stocks: int = 2) -> np.ndarray:
+    """Training target per day: cross-sectional z-score of the valid returns (Qlib's CSZScoreNorm
+    on the label); ``raw`` keeps returns. NaN where unknown or on days with too few stocks."""
+    y = np.where(mask & np.isfinite(y), y, np.nan).astype(np.float64)
+    if how == "raw":
+        return y.astype(np.float32)
+    if how != "cs_zscore":
+        raise ValueError(f"unknown label_norm {how!r}; use 'cs_zscore' or 'raw'")
+    n = np.isfinite(y).sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.nanmean(np.where(n >= min_stocks, y, 0.0), axis=1, keepdims=True)
+        sd = np.sqrt(np.nanmean((y - mu) ** 2, axis=1, keepdims=True))
+        z = (y - mu) / np.where(sd > 1e-12, sd, np.nan)
+    z[(n < min_stocks).ravel()] = np.nan
+    return z.astype(np.float32)
+
+
+def trainable_days(panel: Panel, t: np.ndarray, min_stocks: int = 2) -> np.ndarray:
+    """Window ends with at least ``min_stocks`` valid stocks whose label is known."""
+    ok = (panel.valid[t] & np.isfinite(panel.labels[t])).sum(axis=1) >= min_stocks
+    return t[ok]
+
+
+def batch(panel: Panel, t: np.ndarray, device: torch.device, cfg: TrainConfig | None = None, with_y: bool = True):
+    """Tensors (x, mask, y) for window ends ``t``."""
+    x = torch.from_numpy(panel.windows(t)).to(device)
+    mask_np = panel.valid[t]
+    mask = torch.from_numpy(mask_np).to(device)
+    if not with_y:
+        return x, mask, None
+    how = cfg.label_norm if cfg else "cs_zscore"
+    y = normalise_labels(panel.labels[t], mask_np, how, cfg.min_valid_stocks if cfg else 2)
+    return x, mask, torch.from_numpy(y).to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction and evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(net: torch.nn.Module, panel: Panel, t: np.ndarray, batch_size: int = 32,
+            device: torch.device | None = None, sample: bool = False) -> np.ndarray:
+    """Scores (len(t), N) from the network in eval mode; NaN where the stock is not valid."""
+    device = device or next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    out = []
+    for i in range(0, len(t), batch_size):
+        tb = t[i:i + batch_size]
+        x, mask, _ = batch(panel, tb, device, with_y=False)
+        out.append(net(x, mask, sample=sample).pred.float().cpu().numpy())
+    net.train(was_training)
+    scores = np.concatenate(out) if out else np.zeros((0, len(panel.tickers)), np.float32)
+    return np.where(panel.valid[t], scores, np.nan)
+
+
+def evaluate(net, panel: Panel, t: np.ndarray, batch_size: int = 32) -> dict:
+    """RankIC summary of the network's scores on window ends ``t`` (standard convention)."""
+    scores = panel.frame(predict(net, panel, t, batch_size), t)
+    daily = metrics.rank_ic(scores, panel.label_frame(t))
+    if daily.notna().sum() == 0:
+        return {"RankIC": float("nan"), "RankICIR": float("nan")}
+    s = metrics.ic_summary(daily)
+    return {"RankIC": s["RankIC"], "RankICIR": s["RankICIR"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def _lr_lambda(total: int, warmup: int):
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total`` steps."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def fit(
+    net: torch.nn.Module,
+    panel: Panel,
+    protocol: str | Protocol = "clean",
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train ``net`` in place; on return it holds the best weights by validation score.
+
+    Returns the per-epoch history (mean of every raw loss term, total loss, validation RankIC and
+    RankICIR, learning rate, seconds). With ``run_dir``, writes ``history.csv``, ``last.pt``
+    (everything needed to resume) and ``best.pt`` (weights) after every epoch.
+    """
+    proto = get_protocol(protocol)
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    seed_everything(seed)
+    net.to(device)
+    train_t = trainable_days(panel, panel.split(proto, "train"), cfg.min_valid_stocks)
+    valid_t = trainable_days(panel, panel.split(proto, "valid"), cfg.min_valid_stocks)
+    if len(train_t) == 0 or len(valid_t) == 0:
+        raise ValueError(f"protocol {proto.name!r}: empty train or validation split on this panel")
+    steps = cfg.steps_per_epoch or math.ceil(len(train_t) / cfg.batch_size)
+    total = steps * cfg.max_epochs
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.warmup_frac * total))))
+    rng = np.random.default_rng(seed)
+
+    run_dir = Path(run_dir) if run_dir is not None else None
+    history: list[dict] = []
+    best_score, best_state, best_epoch, start_epoch = -math.inf, None, -1, 0
+    if resume and run_dir is not None and (run_dir / "last.pt").is_file():
+        ck = torch.load(run_dir / "last.pt", map_location=device, weights_only=False)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        history, best_score, best_epoch = ck["history"], ck["best_score"], ck["best_epoch"]
+        best_state = ck["best_state"]
+        start_epoch = ck["epoch"] + 1
+
+    for epoch in range(start_epoch, cfg.max_epochs):
+        if best_epoch >= 0 and epoch - best_epoch > cfg.patience:
+            break
+        t0 = time.perf_counter()
+        net.train()
+        order = rng.permutation(len(train_t))
+        if steps * cfg.batch_size > len(order):  # steps_per_epoch larger than one pass: reshuffle and extend
+            reps = math.ceil(steps * cfg.batch_size / len(order))
+            order = np.concatenate([order] + [rng.permutation(len(train_t)) for _ in range(reps - 1)])
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.max_epochs}", disable=not progress, leave=False)
+        for s in bar:
+            tb = np.sort(train_t[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]])
+            x, mask, y = batch(panel, tb, device, cfg)
+            out = net(x, mask, y)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            sums["loss"] = sums.get("loss", 0.0) + out.loss.item()
+            for k, v in out.losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            bar.set_postfix(loss=f"{sums['loss'] / (s + 1):.4f}")
+        row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}}
+        val = evaluate(net, panel, valid_t, cfg.eval_batch_size)
+        row.update({"val_RankIC": val["RankIC"], "val_RankICIR": val["RankICIR"],
+                    "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+        score = val["RankIC"] if cfg.select_metric == "rankic" else -row["loss"]
+        if np.isfinite(score) and score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+        row["best"] = epoch == best_epoch
+        history.append(row)
+        if progress:
+            terms = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "best", "lr", "seconds"))
+            tqdm.write(f"epoch {epoch + 1}: {terms} ({row['seconds']:.1f} s){' *' if row['best'] else ''}")
+        if run_dir is not None:
+            _save(run_dir, net, opt, sched, rng, epoch, history, best_score, best_epoch, best_state)
+
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return pd.DataFrame(history)
+
+
+def _save(run_dir: Path, net, opt, sched, rng, epoch, history, best_score, best_epoch, best_state) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
+             "history": history, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state}
+    _atomic_torch_save(state, run_dir / "last.pt")
+    if best_state is not None and best_epoch == epoch:
+        _atomic_torch_save(best_state, run_dir / "best.pt")
+    tmp = run_dir / "history.csv.tmp"
+    pd.DataFrame(history).to_csv(tmp, index=False)
+    os.replace(tmp, run_dir / "history.csv")
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
