@@ -4,6 +4,6 @@
 (date x ticker), so evaluation code is written once for STORM and every baseline.
 """
 
-from .base import ReturnModel, TorchReturnModel
+from .base import ModelOutput, ReturnModel, TorchReturnModel
 
-__all__ = ["ReturnModel", "TorchReturnModel"]
+__all__ = ["ModelOutput", "ReturnModel", "TorchReturnModel"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,20 @@ import torch
 from .. import train as train_mod
 from ..panel import Panel, Protocol, get_protocol
 from ..profiles import Profile, TrainConfig, get_profile
+
+
+@dataclass
+class ModelOutput:
+    """What a torch return network returns (the contract of :func:`storm_lib.train.fit`).
+
+    ``pred`` (B, N) scores; ``losses`` the raw (unweighted) named terms, empty without labels;
+    ``loss`` the weighted total that is minimised.
+    """
+
+    pred: torch.Tensor
+    losses: dict = field(default_factory=dict)
+    loss: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
 
 
 class ReturnModel(ABC):
