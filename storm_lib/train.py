@@ -44,13 +44,17 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given; else CUDA when present, else CPU with every core as a thread."""
+    """``device`` if given; else CUDA when present, else CPU.
+
+    CPU threads: ``$STORM_NUM_THREADS`` when set, else torch's default (one per physical core).
+    On a machine shared with other jobs, 1 thread is often faster than 2.
+    """
+    threads = os.environ.get("STORM_NUM_THREADS")
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
     if device:
         return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ----------------------------------------------------------------------------------------------
