@@ -1,0 +1,579 @@
+"""STORM: a spatio-temporal factor model on dual vector-quantised VAEs (Zhao et al., WSDM 2026).
+
+One file whose classes follow the paper's Figure 2 (equations: reference/paper.md §2):
+
+    x (B, W, N, F) ─┬─ TSModule: per-stock patches of p days → encoder → TS codebook → decoder → x'_ts
+                    └─ CSModule: one token per day (all stocks) → encoder → CS codebook → decoder → x'_cs
+    Fusion      : each stock's TS tokens cross-attend to the W CS day tokens        (§2.4, fine-grained)
+    Alignment   : symmetric InfoNCE between pooled TS [cls] and CS [cls]             (§2.4, semantic)
+    FactorModule: factor tokens f_k, stock embeddings e_i →
+                  Posterior φ_FE(y, f) (training) / Prior φ_FP(f) → z_k ~ N(μ, σ)   (§2.5, FactorVAE)
+                  ReturnDecoder ŷ_i = α_i + Σ_k β_ik z_k + ε                         (§2.5)
+
+Shapes: B samples, W window days, N stocks, F features, p patch length, P = W/p patches, d width,
+L factor tokens. Attention never runs over the N·P stock-time tokens jointly: the TS encoder works per
+stock (P + 1 tokens), the CS encoder over W + 1 day tokens, fusion is TS→CS cross-attention
+(N·P queries × W keys) and the prior attends over L = W + N factor tokens of one sample.
+
+Deliberate departures from the released code (reference/official-code.md §10): prior attention over a
+sample's own factor tokens, not across the mini-batch (§10.2); the prediction is the prior mean unless
+``sample=True`` (§10.13); every VQ loss counted once (§10.16); a gradient-trained codebook (§10.17) with a
+correctly signed diversity loss (§10.18); fusion on and contrastive alignment on [cls] summaries (§10.19);
+reconstruction of all features at weight 1 in both branches (§10.20); a Gaussian likelihood of y under
+the posterior-decoded distribution instead of an MSE on one sample (§10.21). Beyond FactorVAE, the same
+likelihood under the prior predictive (``nll_prior``) trains the prediction path directly (FactorModule).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quantizer import VectorQuantizer
+
+SIGMA_MIN = 1e-4  # floor of every predicted standard deviation
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class StormConfig:
+    """Every size and loss weight. Defaults: a small CPU model (official sizes: d_model 256, 4/2 layers)."""
+
+    n_stocks: int                    # N (fixed per universe: the CS patch spans all stocks)
+    n_features: int                  # F
+    window: int = 64                 # W, divisible by patch_len
+    d_model: int = 64                # d: token and codebook width
+    n_heads: int = 4
+    ts_layers: int = 2               # TS encoder blocks
+    ts_dec_layers: int = 1
+    cs_layers: int = 2               # CS encoder blocks
+    cs_dec_layers: int = 1
+    patch_len: int = 4               # p: days per TS patch
+    stem_width: int = 16             # e: per-stock feature stem of the CS patch embedding
+    codebook_size: int = 512         # K entries per codebook (paper Fig. 3b best)
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    fusion_layers: int = 1           # TS→CS cross-attention blocks
+    prior_layers: int = 1            # self-attention blocks of the prior over factor tokens
+    div_temperature: float = 1.0     # τ of the diversity soft assignment softmax(−‖z_e − e_k‖²/τ)
+    codebook_data_init: bool = True  # first training batch initialises the codebooks
+    codebook_restart: float = 0.1    # restart entries used by < this many tokens per batch (EMA); 0: off
+    contrastive_temperature: float = 0.07  # initial InfoNCE temperature (CLIP)
+    learn_temperature: bool = True
+    kl_reduction: str = "sum"        # over valid factors: "sum" (FactorVAE, official), "mean", or
+                                     # "stock" (sum / valid stocks: the per-stock ELBO scale)
+    use_ts: bool = True              # False: STORM-w/o-TS (CS module only)
+    use_cs: bool = True              # False: STORM-w/o-CS (TS module only)
+    fusion: bool = True              # TS→CS cross-attention (dual model only)
+    # loss weights (paper L_1 has weight 1 on reconstructions and both stop-gradient terms)
+    w_recon_ts: float = 1.0
+    w_recon_cs: float = 1.0
+    w_codebook: float = 1.0
+    w_commit: float = 1.0
+    w_div: float = 0.1               # official
+    w_ortho: float = 0.1             # official
+    w_contrastive: float = 1e-3      # official
+    w_nll: float = 1.0
+    w_kl: float = 0.1                # official
+    w_nll_prior: float = 1.0         # NLL of y under the prior predictive (not in FactorVAE; see FactorModule)
+
+    def __post_init__(self):
+        if not (self.use_ts or self.use_cs):
+            raise ValueError("STORM needs at least one of use_ts / use_cs")
+        if self.window % self.patch_len:
+            raise ValueError(f"window {self.window} is not divisible by patch_len {self.patch_len}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.kl_reduction not in ("mean", "sum", "stock"):
+            raise ValueError("kl_reduction must be 'mean', 'sum' or 'stock'")
+
+    @property
+    def n_patches(self) -> int:
+        return self.window // self.patch_len
+
+    @property
+    def dual(self) -> bool:
+        return self.use_ts and self.use_cs
+
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of every loss term name the model can return."""
+        w = {"contrastive": self.w_contrastive, "nll": self.w_nll, "kl": self.w_kl, "nll_prior": self.w_nll_prior}
+        for b in ("ts", "cs"):
+            w.update({f"recon_{b}": getattr(self, f"w_recon_{b}"), f"codebook_{b}": self.w_codebook,
+                      f"commit_{b}": self.w_commit, f"div_{b}": self.w_div, f"ortho_{b}": self.w_ortho})
+        return w
+
+
+@dataclass
+class StormOutput:
+    pred: torch.Tensor               # (B, N) prior-path return score (mean, or one draw if sample=True)
+    loss: torch.Tensor               # Σ weight[name] · losses[name]
+    losses: dict                     # raw terms (scalars)
+    pred_std: torch.Tensor | None = None  # (B, N) std of the prior predictive (detached)
+    extras: dict = field(default_factory=dict)  # code indices, perplexities, restart counts (no grad)
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc, self.proj, self.drop = nn.Linear(d_in, d_hidden), nn.Linear(d_hidden, d_out), nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Attention(nn.Module):
+    """Multi-head attention; ``kv=None`` is self-attention. ``key_valid`` (B, S) bool masks keys."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q, self.kv, self.proj = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+
+    def forward(self, x, kv=None, key_valid=None):
+        b, t, d = x.shape
+        kv = x if kv is None else kv
+        s, h = kv.shape[1], self.n_heads
+        q = self.q(x).view(b, t, h, d // h).transpose(1, 2)
+        k, v = (u.view(b, s, h, d // h).transpose(1, 2) for u in self.kv(kv).split(d, dim=-1))
+        mask = None
+        if key_valid is not None:
+            mask = key_valid[:, None, None, :]
+            if t == s:  # self-attention: a token always sees itself, so no row is fully masked
+                mask = mask | torch.eye(t, dtype=torch.bool, device=x.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: (cross- or self-)attention + MLP, each with a residual."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int = 4, cross: bool = False):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ln_kv = nn.LayerNorm(d) if cross else None
+        self.attn = Attention(d, n_heads, dropout)
+        self.mlp = MLP(d, mlp_ratio * d, d, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, kv=None, key_valid=None):
+        kv = None if self.ln_kv is None else self.ln_kv(kv)
+        x = x + self.drop(self.attn(self.ln1(x), kv, key_valid))
+        return x + self.mlp(self.ln2(x))
+
+
+class Encoder(nn.Module):
+    """[cls] + learned positions → pre-LN blocks → LayerNorm → Linear (the pre-quantisation z_e)."""
+
+    def __init__(self, n_tokens: int, d: int, n_heads: int, n_layers: int, dropout: float, mlp_ratio: int):
+        super().__init__()
+        self.cls = nn.Parameter(0.02 * torch.randn(1, 1, d))
+        self.pos = nn.Parameter(0.02 * torch.randn(1, n_tokens + 1, d))
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d, n_heads, dropout, mlp_ratio) for _ in range(n_layers))
+        self.ln, self.out = nn.LayerNorm(d), nn.Linear(d, d)
+
+    def forward(self, tokens):
+        """tokens (S, T, d) → ([cls] output (S, d), token outputs z_e (S, T, d))."""
+        x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        x = self.drop(x + self.pos)
+        for block in self.blocks:
+            x = block(x)
+        x = self.out(self.ln(x))
+        return x[:, 0], x[:, 1:]
+
+
+class Decoder(nn.Module):
+    """Linear → learned positions → pre-LN blocks → LayerNorm, over the quantised tokens."""
+
+    def __init__(self, n_tokens: int, d: int, n_heads: int, n_layers: int, dropout: float, mlp_ratio: int):
+        super().__init__()
+        self.inp = nn.Linear(d, d)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, n_tokens, d))
+        self.blocks = nn.ModuleList(Block(d, n_heads, dropout, mlp_ratio) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, z_q):
+        x = self.inp(z_q) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x)
+
+
+def masked_mse(pred, target, stock_valid):
+    """Mean squared error over the valid stocks' elements; pred/target (B, W, N, F), stock_valid (B, N)."""
+    w = stock_valid[:, None, :, None].to(pred.dtype)
+    n = (w.sum() * pred.shape[1] * pred.shape[3]).clamp_min(1.0)
+    return ((pred - target).pow(2) * w).sum() / n
+
+
+@dataclass
+class BranchOutput:
+    h: torch.Tensor          # encoder outputs z_e (TS: (B, N, P, d); CS: (B, W, d))
+    q: torch.Tensor          # quantised tokens (straight-through), same shape
+    cls: torch.Tensor        # [cls] outputs (TS: (B, N, d); CS: (B, d))
+    codes: torch.Tensor      # code indices (TS: (B, N, P); CS: (B, W))
+    losses: dict             # recon, codebook, commit, div, ortho
+    perplexity: torch.Tensor
+
+
+# --------------------------------------------------------------------------- the two VQ-VAE branches
+
+
+class TSModule(nn.Module):
+    """Time-series VQ-VAE (paper §2.1): patches along the stock axis, one stock × p days × F features.
+
+    Each stock's P = W/p patch tokens (+ [cls]) form one sequence, so attention is per stock.
+    """
+
+    def __init__(self, cfg: StormConfig):
+        super().__init__()
+        d, p, f, n_p = cfg.d_model, cfg.patch_len, cfg.n_features, cfg.n_patches
+        self.p = p
+        self.embed = nn.Linear(p * f, d)
+        self.encoder = Encoder(n_p, d, cfg.n_heads, cfg.ts_layers, cfg.dropout, cfg.mlp_ratio)
+        self.vq = VectorQuantizer(cfg.codebook_size, d, cfg.div_temperature, cfg.codebook_data_init,
+                                  cfg.codebook_restart)
+        self.decoder = Decoder(n_p, d, cfg.n_heads, cfg.ts_dec_layers, cfg.dropout, cfg.mlp_ratio)
+        self.head = nn.Linear(d, p * f)
+
+    def forward(self, x, mask) -> BranchOutput:
+        b, w, n, f = x.shape
+        n_p = w // self.p
+        patches = x.permute(0, 2, 1, 3).reshape(b * n, n_p, self.p * f)          # (B·N, P, p·F)
+        cls, h = self.encoder(self.embed(patches))
+        h, cls = h.view(b, n, n_p, -1), cls.view(b, n, -1)
+        vq = self.vq(h, mask[:, :, None].expand(b, n, n_p))
+        rec = self.head(self.decoder(vq.z_q.reshape(b * n, n_p, -1)))            # (B·N, P, p·F)
+        rec = rec.view(b, n, w, f).permute(0, 2, 1, 3)                           # (B, W, N, F)
+        losses = {"recon": masked_mse(rec, x, mask), **vq.losses}
+        return BranchOutput(h, vq.z_q, cls, vq.indices, losses, vq.perplexity)
+
+
+class CSModule(nn.Module):
+    """Cross-sectional VQ-VAE (paper §2.1): patches along the time axis, one day × all N stocks × F.
+
+    Patch embedding: a per-stock stem Linear(F → e), invalid stocks zeroed, the N stems flattened and
+    mapped by Linear(N·e → d) (the official DJ30 layout; a stem keeps N·F·d weights out of the model).
+    """
+
+    def __init__(self, cfg: StormConfig):
+        super().__init__()
+        d, e, n, f, w = cfg.d_model, cfg.stem_width, cfg.n_stocks, cfg.n_features, cfg.window
+        self.e = e
+        self.stem, self.embed = nn.Linear(f, e), nn.Linear(n * e, d)
+        self.encoder = Encoder(w, d, cfg.n_heads, cfg.cs_layers, cfg.dropout, cfg.mlp_ratio)
+        self.vq = VectorQuantizer(cfg.codebook_size, d, cfg.div_temperature, cfg.codebook_data_init,
+                                  cfg.codebook_restart)
+        self.decoder = Decoder(w, d, cfg.n_heads, cfg.cs_dec_layers, cfg.dropout, cfg.mlp_ratio)
+        self.unembed, self.unstem = nn.Linear(d, n * e), nn.Linear(e, f)
+
+    def forward(self, x, mask) -> BranchOutput:
+        b, w, n, f = x.shape
+        stems = F.gelu(self.stem(x)) * mask[:, None, :, None].to(x.dtype)       # (B, W, N, e)
+        cls, h = self.encoder(self.embed(stems.reshape(b, w, n * self.e)))      # (B, d), (B, W, d)
+        vq = self.vq(h, mask.any(1)[:, None].expand(b, w))
+        rec = self.unstem(F.gelu(self.unembed(self.decoder(vq.z_q)).view(b, w, n, self.e)))
+        losses = {"recon": masked_mse(rec, x, mask), **vq.losses}
+        return BranchOutput(h, vq.z_q, cls, vq.indices, losses, vq.perplexity)
+
+
+# --------------------------------------------------------------------------- fusion and alignment (§2.4)
+
+
+class Fusion(nn.Module):
+    """Fine-grained fusion: every TS token (query) cross-attends to the W CS day tokens, residual + MLP.
+
+    Cost N·P·W per sample (never (N·P)²). A CrossViT-like exchange in one direction: the CS tokens
+    already summarise all stocks, and they enter the factor set on their own.
+    """
+
+    def __init__(self, cfg: StormConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.mlp_ratio, cross=True)
+                                    for _ in range(cfg.fusion_layers))
+
+    def forward(self, ts, cs):
+        """ts (B, N, P, d), cs (B, W, d) → fused ts (B, N, P, d)."""
+        b, n, n_p, d = ts.shape
+        x = ts.reshape(b, n * n_p, d)
+        for block in self.blocks:
+            x = block(x, cs)
+        return x.view(b, n, n_p, d)
+
+
+class Alignment(nn.Module):
+    """Semantic alignment: symmetric InfoNCE (CLIP; Radford et al. 2021, Fig. 3) between the TS
+    summary of a sample (mean of its valid stocks' TS [cls]) and the CS [cls] of the same sample; the
+    other samples of the batch are the negatives. A training signal only: nothing here feeds ``pred``.
+    """
+
+    def __init__(self, cfg: StormConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.proj_ts, self.proj_cs = nn.Linear(d, d), nn.Linear(d, d)
+        scale = torch.tensor(math.log(1.0 / cfg.contrastive_temperature))
+        if cfg.learn_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    def forward(self, ts_cls, mask, cs_cls):
+        """ts_cls (B, N, d), mask (B, N), cs_cls (B, d) → scalar loss (0 for B = 1)."""
+        m = mask[..., None].to(ts_cls.dtype)
+        ts = (ts_cls * m).sum(1) / m.sum(1).clamp_min(1.0)
+        a = F.normalize(self.proj_ts(ts), dim=-1)
+        c = F.normalize(self.proj_cs(cs_cls), dim=-1)
+        logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
+        target = torch.arange(a.shape[0], device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+# --------------------------------------------------------------------------- factor module (§2.5)
+
+
+def gaussian_head(out):
+    """(…, 2) → μ, σ = softplus(·) + SIGMA_MIN."""
+    return out[..., 0], F.softplus(out[..., 1]) + SIGMA_MIN
+
+
+class Posterior(nn.Module):
+    """φ_FE (paper §2.5; FactorVAE's factor encoder): sees the realised returns, training only.
+
+    Portfolio layer: factor token k forms a portfolio a_k = softmax over valid stocks of
+    ⟨u(e_i), v(f_k)⟩/√d, whose return is y_k = Σ_i a_ki y_i; then [μ_k, σ_k] = MLP([f_k, y_k]).
+    """
+
+    def __init__(self, cfg: StormConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.u, self.v = nn.Linear(d, d), nn.Linear(d, d)
+        self.mlp = MLP(d + 1, d, 2)
+
+    def forward(self, e, f, y, y_valid):
+        logits = self.v(f) @ self.u(e).transpose(1, 2) / math.sqrt(e.shape[-1])   # (B, L, N)
+        logits = logits.masked_fill(~y_valid[:, None, :], torch.finfo(logits.dtype).min)
+        a = torch.softmax(logits, dim=-1) * y_valid[:, None, :].to(logits.dtype)
+        y_k = a @ torch.where(y_valid, y, 0.0)[..., None]                          # (B, L, 1)
+        return gaussian_head(self.mlp(torch.cat([f, y_k], dim=-1)))
+
+
+class Prior(nn.Module):
+    """φ_FP (paper §2.5; FactorVAE's factor predictor): no labels. Self-attention over the L factor
+    tokens of the same sample (never across the batch: official-code.md §10.2), then MLP → μ, σ."""
+
+    def __init__(self, cfg: StormConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout, cfg.mlp_ratio)
+                                    for _ in range(cfg.prior_layers))
+        self.ln, self.mlp = nn.LayerNorm(d), MLP(d, d, 2)
+
+    def forward(self, f, f_valid):
+        for block in self.blocks:
+            f = block(f, key_valid=f_valid)
+        return gaussian_head(self.mlp(self.ln(f)))
+
+
+class ReturnDecoder(nn.Module):
+    """ŷ_i = α_i + Σ_k β_ik z_k + ε (paper §2.5), z_k ~ N(μ_k, σ_k) independent, α_i ~ N(μ_α, σ_α):
+    μ_ŷ = μ_α + Σ_k β_ik μ_k, σ_ŷ² = σ_α² + Σ_k β_ik² σ_k² (FactorVAE's decoder).
+
+    β_ik = ⟨β_u(e_i), β_v(f_k)⟩ / √d / √L: the 1/√L keeps ŷ of order one whatever the number of
+    factors. Invalid factor tokens (tokens of invalid stocks) get β = 0.
+    """
+
+    def __init__(self, cfg: StormConfig, n_factors: int):
+        super().__init__()
+        d = cfg.d_model
+        self.alpha = MLP(d, d, 2)
+        self.beta_u, self.beta_v = nn.Linear(d, d), nn.Linear(d, d)
+        self.scale = 1.0 / math.sqrt(d * n_factors)
+
+    def loadings(self, e, f, f_valid):
+        beta = self.beta_u(e) @ self.beta_v(f).transpose(1, 2) * self.scale       # (B, N, L)
+        return beta * f_valid[:, None, :].to(beta.dtype)
+
+    def forward(self, e, beta, mu_z, sigma_z):
+        mu_a, sigma_a = gaussian_head(self.alpha(e))
+        mu = mu_a + (beta @ mu_z[..., None])[..., 0]
+        var = sigma_a.pow(2) + (beta.pow(2) @ sigma_z.pow(2)[..., None])[..., 0]
+        return mu, var.sqrt()
+
+
+def gaussian_nll(y, mu, sigma, valid):
+    """−log N(y | μ, σ²) averaged over the valid entries (y may hold NaN where not valid)."""
+    z = (torch.where(valid, y, 0.0) - mu) / sigma
+    nll = 0.5 * math.log(2 * math.pi) + torch.log(sigma) + 0.5 * z.pow(2)
+    return (nll * valid).sum() / valid.sum().clamp_min(1)
+
+
+def gaussian_kl(mu_q, sigma_q, mu_p, sigma_p):
+    """KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)), elementwise."""
+    return (torch.log(sigma_p / sigma_q) + (sigma_q.pow(2) + (mu_q - mu_p).pow(2)) / (2 * sigma_p.pow(2))
+            - 0.5)
+
+
+class FactorModule(nn.Module):
+    """Posterior / Prior / ReturnDecoder (paper §2.5, FactorVAE design, reference/anchors.md §6).
+
+    ``pred`` always comes from the prior. With y the module returns (valid stocks with finite y only):
+
+    - ``nll``: −log N(y | μ_ŷ, σ_ŷ) under the posterior-decoded distribution (analytic in z, no
+      sampling), mean over valid stocks — FactorVAE's reconstruction term;
+    - ``kl``: KL(posterior ‖ prior) of diagonal Gaussians summed over the valid factors (FactorVAE and the
+      official code), mean over samples; ``kl_reduction`` "mean" divides by the number of factors,
+      "stock" by the number of valid stocks (the per-stock ELBO scale);
+    - ``nll_prior`` (when ``w_nll_prior`` > 0): the same likelihood under the prior predictive, i.e. of
+      the returned ``pred``/``pred_std``. Not in FactorVAE. STORM always has at least as many factor
+      tokens as stocks in the dual model (L = W + N), so the posterior can encode y almost exactly and the
+      prior, trained by the KL alone, learns slowly: on a planted-signal panel (tests/test_storm_model.py,
+      8 stocks) the prior path reached RankIC ≈ 0.16 without this term and ≈ 0.35 with it, equal to
+      training ``pred`` by MSE directly. Set ``w_nll_prior=0`` for the pure FactorVAE objective.
+    """
+
+    def __init__(self, cfg: StormConfig, n_factors: int):
+        super().__init__()
+        self.kl_reduction, self.prior_nll = cfg.kl_reduction, cfg.w_nll_prior > 0
+        self.posterior, self.prior = Posterior(cfg), Prior(cfg)
+        self.decoder = ReturnDecoder(cfg, n_factors)
+
+    def forward(self, e, f, stock_valid, f_valid, y=None, sample=False):
+        beta = self.decoder.loadings(e, f, f_valid)
+        mu_prior, sigma_prior = self.prior(f, f_valid)
+        pred, pred_std = self.decoder(e, beta, mu_prior, sigma_prior)
+        if sample:
+            pred = pred + pred_std * torch.randn_like(pred)
+        losses = {}
+        if y is not None:
+            y_valid = stock_valid & torch.isfinite(y)
+            mu_post, sigma_post = self.posterior(e, f, y, y_valid)
+            mu, sigma = self.decoder(e, beta, mu_post, sigma_post)
+            losses["nll"] = gaussian_nll(y, mu, sigma, y_valid)
+            if self.prior_nll:
+                losses["nll_prior"] = gaussian_nll(y, pred, pred_std, y_valid)
+            kl = (gaussian_kl(mu_post, sigma_post, mu_prior, sigma_prior) * f_valid).sum(1)
+            if self.kl_reduction == "mean":
+                kl = kl / f_valid.sum(1).clamp_min(1)
+            elif self.kl_reduction == "stock":
+                kl = kl / y_valid.sum(1).clamp_min(1)
+            losses["kl"] = kl.mean()
+        return pred, pred_std, losses
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Representation:
+    e: torch.Tensor          # (B, N, d) stock embeddings
+    f: torch.Tensor          # (B, L, d) factor tokens
+    f_valid: torch.Tensor    # (B, L) bool
+    ts: BranchOutput | None
+    cs: BranchOutput | None
+    losses: dict
+
+
+class STORM(nn.Module):
+    """The full model (paper Fig. 2); ``use_ts`` / ``use_cs`` give the two ablations (§8).
+
+    Factor tokens (§2.5, each token a multi-dimensional factor; [encoder output ‖ quantised] → d):
+    dual = W CS day tokens ‖ N per-stock TS summaries (L = W + N); w/o-TS: L = W; w/o-CS: L = N.
+    Stock embedding e_i: with a TS branch, LayerNorm(mean over patches of stock i's (fused) TS tokens
+    + Linear(its [cls])); CS only, a per-stock query Linear(x_i on the last day) cross-attends to the W
+    CS tokens. Invalid stocks (mask False) are zeroed at the input, excluded from every loss, from the
+    CS patch and from the factor set, so they cannot influence valid stocks' predictions.
+    """
+
+    def __init__(self, cfg: StormConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.ts = TSModule(cfg) if cfg.use_ts else None
+        self.cs = CSModule(cfg) if cfg.use_cs else None
+        self.ts_token = nn.Linear(2 * d, d) if cfg.use_ts else None
+        self.ts_cls = nn.Linear(d, d) if cfg.use_ts else None
+        self.cs_token = nn.Linear(2 * d, d) if cfg.use_cs else None
+        self.fusion = Fusion(cfg) if cfg.dual and cfg.fusion else None
+        self.align = Alignment(cfg) if cfg.dual else None
+        if not cfg.use_ts:  # CS-only stock embedding
+            self.stock_query = nn.Linear(cfg.n_features, d)
+            self.stock_attn = Block(d, cfg.n_heads, cfg.dropout, cfg.mlp_ratio, cross=True)
+        self.type_emb = nn.Parameter(0.02 * torch.randn(2, d))  # [CS token, TS stock token]
+        self.ln_e, self.ln_f = nn.LayerNorm(d), nn.LayerNorm(d)
+        n_factors = cfg.window * cfg.use_cs + cfg.n_stocks * cfg.use_ts
+        self.factor = FactorModule(cfg, n_factors)
+
+    def _represent(self, x, mask) -> Representation:
+        cfg = self.cfg
+        b, w, n, f = x.shape
+        if (w, n, f) != (cfg.window, cfg.n_stocks, cfg.n_features):
+            raise ValueError(f"x has (W, N, F) = {(w, n, f)}, config expects "
+                             f"{(cfg.window, cfg.n_stocks, cfg.n_features)}")
+        mask = mask.bool()
+        x = torch.where(mask[:, None, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        losses, tokens, valid = {}, [], []
+        ts = self.ts(x, mask) if self.ts is not None else None
+        cs = self.cs(x, mask) if self.cs is not None else None
+        if cs is not None:
+            c = self.cs_token(torch.cat([cs.h, cs.q], -1)) + self.type_emb[0]      # (B, W, d)
+            tokens.append(c)
+            valid.append(torch.ones(b, w, dtype=torch.bool, device=x.device))
+            losses.update({f"{k}_cs": v for k, v in cs.losses.items()})
+        if ts is not None:
+            g = self.ts_token(torch.cat([ts.h, ts.q], -1))                          # (B, N, P, d)
+            if self.fusion is not None:
+                g = self.fusion(g, c)
+            s = g.mean(2) + self.ts_cls(ts.cls)                                     # (B, N, d)
+            e = self.ln_e(s)
+            tokens.append(s + self.type_emb[1])
+            valid.append(mask)
+            losses.update({f"{k}_ts": v for k, v in ts.losses.items()})
+        else:
+            e = self.ln_e(self.stock_attn(self.stock_query(x[:, -1]), c))
+        if self.align is not None:
+            losses["contrastive"] = self.align(ts.cls, mask, cs.cls)
+        return Representation(e, self.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, losses)
+
+    def forward(self, x, mask, y=None, sample: bool = False) -> StormOutput:
+        """x (B, W, N, F), mask (B, N) bool, y (B, N) z-scored next-day returns (NaN = unknown)."""
+        r = self._represent(x, mask)
+        mask = mask.bool()
+        pred, pred_std, factor_losses = self.factor(r.e, r.f, mask, r.f_valid, y, sample)
+        losses = {**r.losses, **factor_losses}
+        weights = self.cfg.loss_weights()
+        loss = sum(weights[k] * v for k, v in losses.items())
+        extras = {}
+        for name, br in (("ts", r.ts), ("cs", r.cs)):
+            if br is not None:
+                extras[f"{name}_codes"] = br.codes.detach()
+                extras[f"perplexity_{name}"] = br.perplexity
+                extras[f"restarts_{name}"] = getattr(self, name).vq.restarts.clone()
+        return StormOutput(pred, loss, losses, pred_std.detach(), extras)
+
+    @torch.no_grad()
+    def factors(self, x, mask) -> dict:
+        """Factor extraction in eval mode: cs_tokens (B, W, 2d) and ts_tokens (B, N, P, 2d) as
+        [encoder output ‖ quantised], stock_embedding (B, N, d), factor_tokens (B, L, d), code indices."""
+        was_training = self.training
+        self.eval()
+        try:
+            r = self._represent(x, mask)
+        finally:
+            self.train(was_training)
+        out = {"stock_embedding": r.e, "factor_tokens": r.f}
+        if r.cs is not None:
+            out.update(cs_tokens=torch.cat([r.cs.h, r.cs.q], -1), cs_codes=r.cs.codes)
+        if r.ts is not None:
+            out.update(ts_tokens=torch.cat([r.ts.h, r.ts.q], -1), ts_codes=r.ts.codes)
+        return out
