@@ -2,8 +2,36 @@
 
 ``model.fit(panel, protocol)`` then ``model.predict(panel, split="test")`` -> a score frame
 (date x ticker), so evaluation code is written once for STORM and every baseline.
+
+``make_model(name, **kw)`` builds any of :data:`MODEL_NAMES` (the paper's rows).
 """
+
+from importlib import import_module
 
 from .base import ModelOutput, ReturnModel, TorchReturnModel
 
-__all__ = ["ModelOutput", "ReturnModel", "TorchReturnModel"]
+# name -> (module, class, fixed keyword arguments)
+_REGISTRY = {
+    "storm": ("storm", "StormModel", {"variant": "storm"}),
+    "storm_wo_ts": ("storm", "StormModel", {"variant": "wo_ts"}),
+    "storm_wo_cs": ("storm", "StormModel", {"variant": "wo_cs"}),
+    "lightgbm": ("lightgbm", "LightGBMModel", {}),
+    "lstm": ("sequence", "LSTMModel", {}),
+    "transformer": ("sequence", "TransformerModel", {}),
+    "cafactor": ("cafactor", "CAFactorModel", {}),
+    "factorvae": ("factorvae", "FactorVAE", {}),
+    "hirevae": ("hirevae", "HireVAE", {}),
+}
+MODEL_NAMES = tuple(_REGISTRY)
+
+
+def make_model(name: str, **kwargs) -> ReturnModel:
+    """A fresh, unfitted model by registry name, e.g. ``make_model("storm", profile="cpu", seed=3)``."""
+    try:
+        module, cls, fixed = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}") from None
+    return getattr(import_module(f"{__name__}.{module}"), cls)(**fixed, **kwargs)
+
+
+__all__ = ["MODEL_NAMES", "ModelOutput", "ReturnModel", "TorchReturnModel", "make_model"]

@@ -29,10 +29,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import TorchReturnModel
 from .quantizer import VectorQuantizer
 
 SIGMA_MIN = 1e-4  # floor of every predicted standard deviation
@@ -577,3 +579,69 @@ class STORM(nn.Module):
         if r.ts is not None:
             out.update(ts_tokens=torch.cat([r.ts.h, r.ts.q], -1), ts_codes=r.ts.codes)
         return out
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+class StormModel(TorchReturnModel):
+    """STORM behind the shared fit / predict interface (``storm_lib.models.base``).
+
+    ``variant``: ``"storm"`` (dual), ``"wo_ts"`` (STORM-w/o-TS: CS module only) or ``"wo_cs"``
+    (STORM-w/o-CS: TS module only). Sizes come from the profile (``profiles.PROFILES[...].storm``),
+    overridable with ``model={...}``; any other keyword overrides the training config.
+    """
+
+    VARIANTS = {"storm": {}, "wo_ts": {"use_ts": False}, "wo_cs": {"use_cs": False}}
+    NAMES = {"storm": "STORM", "wo_ts": "STORM-w/o-TS", "wo_cs": "STORM-w/o-CS"}
+
+    def __init__(self, variant: str = "storm", profile="cpu", seed: int = 0, device=None, run_dir=None,
+                 progress: bool = True, model: dict | None = None, **train_overrides):
+        if variant not in self.VARIANTS:
+            raise ValueError(f"unknown STORM variant {variant!r}; use one of {list(self.VARIANTS)}")
+        super().__init__(profile, seed, device, run_dir, progress, **train_overrides)
+        self.variant, self.model_overrides = variant, dict(model or {})
+        self.name = self.NAMES[variant]
+
+    def config(self, panel) -> StormConfig:
+        _, n, f = panel.shape
+        kw = {**self.profile.storm, **self.VARIANTS[self.variant], **self.model_overrides}
+        return StormConfig(n_stocks=n, n_features=f, window=panel.window, **kw)
+
+    def build_net(self, panel) -> STORM:
+        return STORM(self.config(panel))
+
+    @torch.no_grad()
+    def factors(self, panel, t, keys=None, stocks=None, batch_size: int | None = None) -> dict:
+        """Factor embeddings and code indices for window ends ``t`` (numpy arrays, first axis = t).
+
+        ``keys`` selects outputs of :meth:`STORM.factors` (default all); ``stocks`` (indices into
+        ``panel.tickers``) restricts the per-stock outputs, since SP500 TS tokens for every day are
+        large (T x 408 x 16 x 2d floats). Also returns ``dates`` and ``tickers``.
+        """
+        from .. import train as train_mod
+
+        if self.net is None:
+            raise RuntimeError("call fit() or load() first")
+        t = np.asarray(t)
+        device = next(self.net.parameters()).device
+        per_stock = {"ts_tokens", "ts_codes", "stock_embedding"}
+        sel = None if stocks is None else torch.as_tensor(np.asarray(stocks), device=device)
+        chunks: dict[str, list] = {}
+        bs = batch_size or self.train_cfg.eval_batch_size
+        for i in range(0, len(t), bs):
+            x, mask, _ = train_mod.batch(panel, t[i:i + bs], device, with_y=False)
+            out = self.net.factors(x, mask)
+            for k, v in out.items():
+                if keys is not None and k not in keys:
+                    continue
+                if sel is not None and k in per_stock:
+                    v = v.index_select(1, sel)
+                chunks.setdefault(k, []).append(v.cpu().numpy())
+        res = {k: np.concatenate(v) for k, v in chunks.items()}
+        res["dates"] = panel.dates[t]
+        res["tickers"] = [panel.tickers[j] for j in (np.arange(len(panel.tickers)) if stocks is None else stocks)]
+        return res
+
+    def _meta(self) -> dict:
+        return {**super()._meta(), "variant": self.variant, "model": self.model_overrides}
