@@ -1,0 +1,133 @@
+"""STORM speed and one real run (a script that prints figures, not a test).
+
+    python benchmarks/storm.py speed [--universe dj30 sp500] [--profile cpu paper] [--steps 5]
+    python benchmarks/storm.py run --universe dj30 --profile cpu --seed 0 [--variant storm] [--out F.json]
+
+``speed`` times training steps (windows per second) and peak memory for each (universe, profile,
+variant), each in a fresh subprocess so peak RSS is its own. ``run`` trains to early stopping under
+the clean protocol and prints validation/test RankIC and the TopK-Drop test metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _panel(universe: str, window: int):
+    from storm_lib import data
+    from storm_lib.panel import Panel
+
+    return Panel.from_prices(data.load_prices(universe), window=window, verbose=False)
+
+
+def speed_one(universe: str, profile: str, variant: str, steps: int) -> dict:
+    import torch
+
+    from storm_lib import train
+    from storm_lib.models.storm import StormModel
+    from storm_lib.profiles import get_profile
+
+    prof = get_profile(profile)
+    panel = _panel(universe, prof.window)
+    m = StormModel(variant, profile=profile, seed=0, progress=False)
+    train.seed_everything(0)
+    device = train.pick_device(None)
+    net = m.build_net(panel).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    t_all = panel.split("clean", "train")
+    bs = prof.train.batch_size
+    rng = np.random.default_rng(0)
+    times = []
+    for s in range(steps + 1):  # the first step (codebook init, allocator warm-up) is not timed
+        tb = np.sort(rng.choice(t_all, bs, replace=False))
+        t0 = time.perf_counter()
+        x, mask, y = train.batch(panel, tb, device, prof.train)
+        out = net(x, mask, y)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if s:
+            times.append(time.perf_counter() - t0)
+    sec = float(np.median(times))
+    return {"universe": universe, "profile": profile, "variant": variant, "device": str(device),
+            "threads": torch.get_num_threads(), "params": sum(p.numel() for p in net.parameters()),
+            "batch": bs, "sec_per_step": sec, "windows_per_sec": bs / sec,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_cuda_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+
+
+def run_one(universe: str, profile: str, variant: str, seed: int) -> dict:
+    from storm_lib import data, metrics, portfolio
+    from storm_lib.models.storm import StormModel
+    from storm_lib.profiles import get_profile
+
+    prof = get_profile(profile)
+    panel = _panel(universe, prof.window)
+    t0 = time.perf_counter()
+    m = StormModel(variant, profile=profile, seed=seed).fit(panel, "clean")
+    fit_s = time.perf_counter() - t0
+    res = {"universe": universe, "profile": profile, "variant": variant, "seed": seed,
+           "fit_seconds": fit_s, "epochs": int(len(m.history_)),
+           "best_epoch": int(m.history_.loc[m.history_["best"], "epoch"].iloc[0])}
+    for split in ("valid", "test"):
+        t = panel.split("clean", split)
+        s = metrics.ic_summary(metrics.rank_ic(m.predict(panel, t), panel.label_frame(t)))
+        res[f"{split}_RankIC"], res[f"{split}_RankICIR"] = s["RankIC"], s["RankICIR"]
+    t = panel.split("clean", "test")
+    bt = portfolio.topk_drop(m.predict(panel, t), panel.label_frame(t))
+    res.update({f"test_{k}": v for k, v in bt.summary("standard").items() if k != "n_days"})
+    idx = portfolio.benchmark_returns(data.market_index(universe), panel.dates[t])
+    res.update({f"index_{k}": v for k, v in metrics.portfolio_metrics(idx, "standard").items() if k != "n_days"})
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["speed", "run", "_one"])
+    ap.add_argument("--universe", nargs="+", default=["dj30"])
+    ap.add_argument("--profile", nargs="+", default=["cpu"])
+    ap.add_argument("--variant", nargs="+", default=["storm"])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    rows = []
+    for u in a.universe:
+        for p in a.profile:
+            for v in a.variant:
+                if a.mode == "_one":
+                    print(json.dumps(speed_one(u, p, v, a.steps)))
+                    return 0
+                if a.mode == "speed":
+                    cmd = [sys.executable, __file__, "_one", "--universe", u, "--profile", p, "--variant", v,
+                           "--steps", str(a.steps)]
+                    out = subprocess.run(cmd, capture_output=True, text=True)
+                    if out.returncode:
+                        print(out.stderr[-2000:], file=sys.stderr)
+                        continue
+                    r = json.loads(out.stdout.strip().splitlines()[-1])
+                    print(f"{u:6s} {p:6s} {v:6s} {r['device']:5s} threads {r['threads']} params {r['params']:>10,} "
+                          f"batch {r['batch']:3d}  {r['sec_per_step']:.3f} s/step  {r['windows_per_sec']:.1f} windows/s  "
+                          f"peak RSS {r['peak_rss_gb']:.2f} GB"
+                          + (f"  peak CUDA {r['peak_cuda_gb']:.2f} GB" if r["peak_cuda_gb"] else ""), flush=True)
+                else:
+                    r = run_one(u, p, v, a.seed)
+                    print(json.dumps(r, indent=1), flush=True)
+                rows.append(r)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
