@@ -77,7 +77,7 @@ def run_one(universe: str, profile: str, variant: str, seed: int) -> dict:
     fit_s = time.perf_counter() - t0
     res = {"universe": universe, "profile": profile, "variant": variant, "seed": seed,
            "fit_seconds": fit_s, "epochs": int(len(m.history_)),
-           "best_epoch": int(m.history_.loc[m.history_["best"], "epoch"].iloc[0])}
+           "best_epoch": int(m.history_.loc[m.history_["best"], "epoch"].iloc[-1])}
     for split in ("valid", "test"):
         t = panel.split("clean", split)
         s = metrics.ic_summary(metrics.rank_ic(m.predict(panel, t), panel.label_frame(t)))

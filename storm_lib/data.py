@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from . import config
+from .utils import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -352,12 +353,6 @@ def next_day_returns(prices: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def download(
     universe: str,
     start: str = "2007-01-01",
@@ -401,5 +396,5 @@ def download(
     target = config.cache_dir("prices", cache_dir) / f"{universe}.parquet"
     if universe != "indices":
         df = validate_prices(df, universe)
-    _atomic_parquet(df, target)
+    atomic_write(target, lambda tmp: df.to_parquet(tmp, index=False))
     return target

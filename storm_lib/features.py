@@ -125,7 +125,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -135,6 +134,7 @@ import numpy as np
 import pandas as pd
 
 from . import config
+from .utils import atomic_write
 
 __all__ = [
     "FEATURE_VERSION",
@@ -708,19 +708,14 @@ def cache_paths(
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    """``write(file handle)`` into ``path`` atomically (see :func:`storm_lib.utils.atomic_write`)."""
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+
+    atomic_write(path, to_file)
 
 
 def _save(fa: FeatureArray, values_path: Path, meta_path: Path, digest: str) -> None:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .panel import Panel, Protocol, get_protocol
 from .profiles import TrainConfig
+from .utils import atomic_write
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,15 +242,7 @@ def _save(run_dir: Path, net, opt, sched, rng, epoch, history, best_score, best_
     state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
              "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
              "history": history, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state}
-    _atomic_torch_save(state, run_dir / "last.pt")
+    atomic_write(run_dir / "last.pt", lambda tmp: torch.save(state, tmp))
     if best_state is not None and best_epoch == epoch:
-        _atomic_torch_save(best_state, run_dir / "best.pt")
-    tmp = run_dir / "history.csv.tmp"
-    pd.DataFrame(history).to_csv(tmp, index=False)
-    os.replace(tmp, run_dir / "history.csv")
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+        atomic_write(run_dir / "best.pt", lambda tmp: torch.save(best_state, tmp))
+    atomic_write(run_dir / "history.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))

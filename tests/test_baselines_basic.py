@@ -12,19 +12,12 @@ from storm_lib.models.lightgbm import LightGBMModel
 from storm_lib.models.sequence import LSTM_SIZES, LSTMModel, TransformerModel, split_kwargs
 from storm_lib.panel import Panel, Protocol
 
+from conftest import planted_panel
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROTO = Protocol("tiny", ("2015-03-02", "2015-12-31"), ("2016-01-01", "2016-06-30"), ("2016-07-01", "2016-12-30"))
 NAMES = [f"F{j}" for j in range(5)]
-
-
-def planted_panel(seed=0, T=520, N=10, F=5, window=16):
-    """label_t = 0.01 x feature 0 on day t + noise of the same size (true RankIC about 0.6)."""
-    rng = np.random.default_rng(seed)
-    raw = rng.normal(size=(T, N, F)).astype(np.float32)
-    labels = (0.01 * raw[:, :, 0] + 0.01 * rng.normal(size=(T, N))).astype(np.float32)
-    labels[-1] = np.nan
-    dates = pd.bdate_range("2015-01-01", periods=T)
-    return Panel.from_arrays(raw, labels, np.ones((T, N), bool), dates, [f"S{i}" for i in range(N)],
-                             NAMES[:F], window=window, normalization="none")
 
 
 TORCH = dict(batch_size=8, steps_per_epoch=12, max_epochs=4, patience=2, eval_batch_size=64, progress=False,
@@ -40,15 +33,6 @@ MODELS = {
 def rank_ic_of(scores, panel):
     daily = metrics.rank_ic(scores, panel.label_frame(panel.split(PROTO, "test")))
     return metrics.ic_summary(daily)["RankIC"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one thread is fastest and avoids OpenMP stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -12,35 +12,21 @@ from storm_lib.models.hirevae import SIZES as HV_SIZES, HireVAE, HireVAEConfig
 from storm_lib.panel import Panel, Protocol
 from storm_lib.profiles import PROFILES
 
+from conftest import planted_panel as _planted
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROTO = Protocol("tiny", ("2015-01-23", "2015-12-31"), ("2016-01-01", "2016-04-29"), ("2016-05-02", "2016-11-30"))
 MODELS = {"factorvae": FactorVAE, "hirevae": HireVAE}
 FIT = dict(max_epochs=4, patience=3, steps_per_epoch=25, batch_size=8, lr=5e-3, eval_batch_size=64)
 
 
-def planted_panel(seed=0, T=500, N=10, F=5, window=16):
-    """label = 0.01 x feature 0 of the window's last day + noise of the same size."""
-    rng = np.random.default_rng(seed)
-    raw = rng.normal(size=(T, N, F)).astype(np.float32)
-    labels = (0.01 * raw[:, :, 0] + 0.01 * rng.normal(size=(T, N))).astype(np.float32)
-    labels[-1] = np.nan
-    listed = np.ones((T, N), bool)
-    listed[: T // 3, -1] = False          # one late listing, so masking is exercised
-    dates = pd.bdate_range("2015-01-01", periods=T)
-    return Panel.from_arrays(raw, labels, listed, dates, [f"S{i}" for i in range(N)],
-                             [f"F{j}" for j in range(F)], window=window, normalization="none")
+def planted_panel(**kw):
+    return _planted(**{"T": 500, "late": 500 // 3, **kw})
 
 
 def make(name, seed=0, **kw):
     return MODELS[name]("smoke", seed=seed, device="cpu", progress=False, **{**FIT, **kw})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small nets run fastest (and never thrash on a shared machine) with one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,15 @@ import pytest
 
 from storm_lib.models import MODEL_NAMES, make_model
 from storm_lib.models.storm import StormModel
-from storm_lib.panel import Panel, Protocol
+from storm_lib.panel import Protocol
+
+from conftest import planted_panel
 
 PROTO = Protocol("tiny", ("2015-03-02", "2015-12-31"), ("2016-01-01", "2016-03-31"), ("2016-04-01", "2016-06-30"))
 
 
-def tiny_panel(T=390, N=6, F=4, window=16, seed=0):
-    rng = np.random.default_rng(seed)
-    raw = rng.normal(size=(T, N, F)).astype(np.float32)
-    labels = (0.01 * raw[:, :, 0] + 0.01 * rng.normal(size=(T, N))).astype(np.float32)
-    labels[-1] = np.nan
-    dates = pd.bdate_range("2015-01-01", periods=T)
-    return Panel.from_arrays(raw, labels, np.ones((T, N), bool), dates, [f"S{i}" for i in range(N)],
-                             [f"F{j}" for j in range(F)], window=window, normalization="none")
+def tiny_panel():
+    return planted_panel(T=390, N=6, F=4)
 
 
 @pytest.mark.parametrize("variant", ["storm", "wo_ts", "wo_cs"])

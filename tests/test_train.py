@@ -12,6 +12,8 @@ from storm_lib.models.base import TorchReturnModel
 from storm_lib.panel import Panel, Protocol
 from storm_lib.profiles import PROFILES, TrainConfig, get_profile
 
+from conftest import planted_panel as _planted
+
 PROTO = Protocol("tiny", ("2015-03-02", "2015-12-31"), ("2016-01-01", "2016-06-30"), ("2016-07-01", "2016-12-30"))
 
 
@@ -47,14 +49,8 @@ class LinearModel(TorchReturnModel):
         return LinearNet(panel.shape[2])
 
 
-def planted_panel(seed=0, T=520, N=8, F=3, window=16):
-    rng = np.random.default_rng(seed)
-    raw = rng.normal(size=(T, N, F)).astype(np.float32)
-    labels = (0.01 * raw[:, :, 0] + 0.01 * rng.normal(size=(T, N))).astype(np.float32)
-    labels[-1] = np.nan
-    dates = pd.bdate_range("2015-01-01", periods=T)
-    return Panel.from_arrays(raw, labels, np.ones((T, N), bool), dates, [f"S{i}" for i in range(N)],
-                             ["F0", "F1", "F2"], window=window, normalization="none")
+def planted_panel(**kw):
+    return _planted(**{"N": 8, "F": 3, **kw})
 
 
 CFG = dict(batch_size=8, max_epochs=4, patience=2, lr=5e-2, steps_per_epoch=10, eval_batch_size=64)

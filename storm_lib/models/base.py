@@ -20,6 +20,7 @@ import torch
 from .. import train as train_mod
 from ..panel import Panel, Protocol, get_protocol
 from ..profiles import Profile, TrainConfig, get_profile
+from ..utils import atomic_write
 
 
 @dataclass
@@ -102,11 +103,7 @@ class TorchReturnModel(ReturnModel):
         """Weights and the settings needed to rebuild the network."""
         if self.net is None:
             raise RuntimeError("nothing to save: fit() first")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"state": self.net.state_dict(), "meta": self._meta()}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save({"state": self.net.state_dict(), "meta": self._meta()}, tmp))
 
     def load(self, path: str | os.PathLike, panel: Panel) -> "TorchReturnModel":
         ck = torch.load(path, map_location="cpu", weights_only=False)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .. import train as train_mod
 from ..panel import Panel, Protocol, get_protocol
+from ..utils import atomic_write
 from ..profiles import Profile, get_profile
 from .base import ReturnModel
 
@@ -150,11 +151,7 @@ class LightGBMModel(ReturnModel):
     def save(self, path: str | os.PathLike) -> None:
         if self.booster_ is None:
             raise RuntimeError("nothing to save: fit() first")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        self.booster_.save_model(str(tmp), num_iteration=self.best_iteration_)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: self.booster_.save_model(str(tmp), num_iteration=self.best_iteration_))
 
     def load(self, path: str | os.PathLike, panel: Panel | None = None) -> "LightGBMModel":
         self.booster_ = lgb.Booster(model_file=str(path))
