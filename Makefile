@@ -23,10 +23,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-## Speed figures (needs $$STORM_DATA_DIR).
+## Speed figures (needs $$STORM_DATA_DIR; prints, asserts nothing).
 bench: setup
 	$(BIN)/python benchmarks/features.py --universe sp500
 	$(BIN)/python benchmarks/features.py --universe dj30
+	$(BIN)/python benchmarks/storm.py speed --universe dj30 sp500 --profile cpu --variant storm wo_ts wo_cs
 
 clean:
 	rm -rf $(VENV) .pytest_cache book/_build

@@ -27,7 +27,7 @@ def _panel(universe: str, window: int):
     return Panel.from_prices(data.load_prices(universe), window=window, verbose=False)
 
 
-def speed_one(universe: str, profile: str, variant: str, steps: int) -> dict:
+def speed_one(universe: str, profile: str, variant: str, steps: int, batch: int | None = None) -> dict:
     import torch
 
     from storm_lib import train
@@ -42,7 +42,7 @@ def speed_one(universe: str, profile: str, variant: str, steps: int) -> dict:
     net = m.build_net(panel).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     t_all = panel.split("clean", "train")
-    bs = prof.train.batch_size
+    bs = batch or prof.train.batch_size
     rng = np.random.default_rng(0)
     times = []
     for s in range(steps + 1):  # the first step (codebook init, allocator warm-up) is not timed
@@ -98,6 +98,7 @@ def main() -> int:
     ap.add_argument("--variant", nargs="+", default=["storm"])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=None, help="speed: override the profile's batch size")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     rows = []
@@ -105,11 +106,11 @@ def main() -> int:
         for p in a.profile:
             for v in a.variant:
                 if a.mode == "_one":
-                    print(json.dumps(speed_one(u, p, v, a.steps)))
+                    print(json.dumps(speed_one(u, p, v, a.steps, a.batch)))
                     return 0
                 if a.mode == "speed":
                     cmd = [sys.executable, __file__, "_one", "--universe", u, "--profile", p, "--variant", v,
-                           "--steps", str(a.steps)]
+                           "--steps", str(a.steps)] + (["--batch", str(a.batch)] if a.batch else [])
                     out = subprocess.run(cmd, capture_output=True, text=True)
                     if out.returncode:
                         print(out.stderr[-2000:], file=sys.stderr)

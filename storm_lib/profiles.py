@@ -39,6 +39,10 @@ class Profile:
     train: TrainConfig
     storm: dict = field(default_factory=dict)  # StormConfig overrides
     note: str = ""
+    #: training overrides for large universes (more than ``large_n`` stocks, e.g. SP500), so a full run
+    #: fits the profile's time budget; applied by ``TorchReturnModel`` unless the user overrides them
+    large: dict = field(default_factory=dict)
+    large_n: int = 100
 
     def with_train(self, **kw) -> "Profile":
         return replace(self, train=replace(self.train, **kw))
@@ -58,7 +62,9 @@ PROFILES: dict[str, Profile] = {
         storm=dict(d_model=64, n_heads=4, ts_layers=2, ts_dec_layers=1, cs_layers=2, cs_dec_layers=1,
                    codebook_size=512, stem_width=16),
         note="default on a 2-core CPU: an 'epoch' is 60 random batches of 16 windows (960 of the ~2,770 "
-             "training days), then a validation pass; at most 20 epochs, patience 4",
+             "training days), then a validation pass; at most 20 epochs, patience 4. SP500 (408 stocks): "
+             "batches of 8, 25 per epoch, at most 10 epochs, patience 3, to stay within about an hour",
+        large=dict(batch_size=8, steps_per_epoch=25, max_epochs=10, patience=3, eval_batch_size=16),
     ),
     "paper": Profile(
         "paper", window=64,

@@ -68,7 +68,8 @@ class TorchReturnModel(ReturnModel):
     def __init__(self, profile: str | Profile = "cpu", seed: int = 0, device: str | None = None,
                  run_dir: str | os.PathLike | None = None, progress: bool = True, **train_overrides):
         self.profile = get_profile(profile)
-        self.train_cfg: TrainConfig = self.profile.with_train(**train_overrides).train if train_overrides else self.profile.train
+        self.train_overrides = dict(train_overrides)
+        self.train_cfg: TrainConfig = self.profile.with_train(**train_overrides).train
         self.seed, self.device, self.progress = seed, device, progress
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.net: torch.nn.Module | None = None
@@ -85,6 +86,8 @@ class TorchReturnModel(ReturnModel):
 
     def fit(self, panel: Panel, protocol: str | Protocol = "clean", resume: bool = False) -> "TorchReturnModel":
         self._check_panel(panel)
+        if self.profile.large and panel.shape[1] > self.profile.large_n:
+            self.train_cfg = self.profile.with_train(**{**self.profile.large, **self.train_overrides}).train
         self.protocol_ = get_protocol(protocol)
         train_mod.seed_everything(self.seed)
         self.net = self.build_net(panel)
