@@ -86,8 +86,8 @@ class TorchReturnModel(ReturnModel):
 
     def fit(self, panel: Panel, protocol: str | Protocol = "clean", resume: bool = False) -> "TorchReturnModel":
         self._check_panel(panel)
-        if self.profile.large and panel.shape[1] > self.profile.large_n:
-            self.train_cfg = self.profile.with_train(**{**self.profile.large, **self.train_overrides}).train
+        large = self.profile.large if panel.shape[1] > self.profile.large_n else {}
+        self.train_cfg = self.profile.with_train(**{**large, **self.train_overrides}).train
         self.protocol_ = get_protocol(protocol)
         train_mod.seed_everything(self.seed)
         self.net = self.build_net(panel)
