@@ -215,9 +215,8 @@ class Panel:
             raise ValueError("window must be >= 1")
         feats = build_features(prices, feature_set=feature_set, cache=cache, verbose=verbose)
         labels = data_mod.next_day_returns(prices).reindex(index=feats.dates, columns=feats.tickers)
-        listed = data_mod.to_wide(prices, "adj_close").reindex(index=feats.dates, columns=feats.tickers).notna()
         return cls.from_arrays(
-            feats.values, labels.to_numpy(np.float32), listed.to_numpy(), feats.dates, list(feats.tickers),
+            feats.values, labels.to_numpy(np.float32), feats.observed, feats.dates, list(feats.tickers),
             list(feats.names), window=window, normalization=normalization, clip=clip,
             min_history=min_history, info={"feature_set": feature_set, "n_raw_features": len(feats.names)},
         )
