@@ -16,7 +16,8 @@ larger leaves). ``paper`` keeps Qlib's values. Every setting can be overridden t
 (any LightGBM parameter) or ``num_boost_round`` / ``early_stopping_rounds``.
 
 Determinism: ``deterministic=True``, ``force_row_wise=True``, fixed ``num_threads`` and every
-LightGBM seed derived from ``seed`` -> identical models for the same seed, data and thread count.
+LightGBM seed derived from ``seed`` -> identical models for the same seed, data and thread count
+(``num_threads`` = $STORM_NUM_THREADS, default 2).
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class LightGBMModel(ReturnModel):
     """Gradient-boosted trees on the day's features (one row per stock-day).
 
     ``LightGBMModel(profile="cpu", seed=0, progress=True, num_boost_round=None,
-    early_stopping_rounds=None, **params)``; ``params`` override the profile's LightGBM parameters.
+    early_stopping_rounds=None, label_norm=None, **params)``; ``params`` override the profile's LightGBM
+    parameters; ``label_norm`` the profile's training target (``"cs_zscore"`` or ``"raw"`` returns, used by
+    the trading task's sign rule).
     After :meth:`fit`: ``booster_``, ``best_iteration_`` (the selected model), ``history_``
     (per-round train / valid l2), ``protocol_``, ``fit_seconds_``.
     """
@@ -83,13 +86,17 @@ class LightGBMModel(ReturnModel):
     name = "lightgbm"
 
     def __init__(self, profile: str | Profile = "cpu", seed: int = 0, progress: bool = True,
-                 num_boost_round: int | None = None, early_stopping_rounds: int | None = None, **params):
+                 num_boost_round: int | None = None, early_stopping_rounds: int | None = None,
+                 label_norm: str | None = None, **params):
         self.profile = get_profile(profile)
+        if label_norm is not None:
+            self.profile = self.profile.with_train(label_norm=label_norm)
         size = SIZES.get(self.profile.name, SIZES["cpu"])
         self.seed, self.progress = int(seed), progress
         self.num_boost_round = int(num_boost_round or size["rounds"])
         self.early_stopping_rounds = int(early_stopping_rounds or size["early_stop"])
-        self.params = {**_COMMON, **size["params"], **params, "seed": self.seed,
+        threads = int(os.environ.get("STORM_NUM_THREADS", _COMMON["num_threads"]))
+        self.params = {**_COMMON, "num_threads": threads, **size["params"], **params, "seed": self.seed,
                        "bagging_seed": self.seed + 1, "feature_fraction_seed": self.seed + 2,
                        "data_random_seed": self.seed + 3, "drop_seed": self.seed + 4}
         self.booster_: lgb.Booster | None = None

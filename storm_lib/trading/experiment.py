@@ -1,0 +1,288 @@
+"""The trading task of paper Table 3: every method on the five stocks, train / validation / test.
+
+``run_method(method, setup, seed, profile)`` trains one method (a rule, a return model or an RL agent)
+and trades each stock over the protocol's validation and test spans in :class:`TradingEnv`; it returns
+the equity curves and the Table 3 metrics (APY CW CR ASR MDD AVO) in every convention of
+:mod:`storm_lib.metrics`.
+
+Methods (paper §5, reference/paper.md "Trading"):
+
+=================  ===========================================================================
+``buy_and_hold``   buy all at the first close of the span, hold (the same env, no training)
+``lightgbm``       signal baselines: a return model fitted on the whole universe (train split,
+``lstm``           selection on validation RankIC) with *raw* next-day returns as target, so its
+``transformer``    forecast has a sign; trade each stock with :func:`~.baselines.signal_policy`
+                   (buy all when ŷ_t > 0, sell all when ŷ_t < 0)
+``dqn`` ``sac``    SB3 agents on the stock's feature window (16 days x F), checkpoint chosen on
+``ppo``            the validation span (:mod:`~.agents`)
+``storm``          PPO on STORM's factor tokens (CS tokens + the stock's TS tokens), the STORM model
+``storm_wo_ts``    fitted on the universe first (portfolio-task fit), one PPO per stock; the
+``storm_wo_cs``    ablations use their own model's tokens
+=================  ===========================================================================
+
+Stocks: AAPL, JPM, IBM, INTC, MSFT — the paper's tables, slides and code have these five; its abstract
+says "six specific stocks" (reference/paper.md §12.1). Prices: ``adj_close`` as the official code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import data as data_mod
+from ..metrics import CONVENTIONS, portfolio_metrics
+from ..panel import Panel, Protocol, get_protocol
+from ..profiles import get_profile
+from .agents import ALGOS, train_agent
+from .baselines import signal_policy
+from .env import BUY, TradingEnv, run_policy
+from .observations import factor_tokens, feature_windows
+
+STOCKS = ("AAPL", "JPM", "IBM", "INTC", "MSFT")
+#: method key -> row label in the paper's Table 3
+METHODS = {
+    "buy_and_hold": "Buy&Hold", "lightgbm": "LightGBM", "lstm": "LSTM", "transformer": "Transformer",
+    "dqn": "DQN", "sac": "SAC", "ppo": "PPO",
+    "storm": "STORM", "storm_wo_ts": "STORM-w/o-TS", "storm_wo_cs": "STORM-w/o-CS",
+}
+SIGNAL_MODELS = ("lightgbm", "lstm", "transformer")
+STORM_METHODS = ("storm", "storm_wo_ts", "storm_wo_cs")   # also their storm_lib.models registry names
+EVAL_SPLITS = ("valid", "test")
+FEATURE_WINDOW = 16   # days of features in the raw-feature agents' observation
+
+
+@dataclass
+class TradingSetup:
+    """Prices, panel and protocol shared by every method of one trading grid."""
+
+    panel: Panel
+    prices: pd.DataFrame          # adj_close, date x ticker, on panel.dates
+    protocol: Protocol
+    stocks: tuple[str, ...] = STOCKS
+    universe: str = "dj30"
+    cost: float = 1e-4
+    cash: float = 1e5
+
+    @classmethod
+    def from_universe(cls, universe: str = "dj30", profile="cpu", protocol="clean", stocks=STOCKS,
+                      data_dir=None, prices: pd.DataFrame | None = None, panel: Panel | None = None,
+                      verbose: bool = False) -> "TradingSetup":
+        """Load ``universe`` (unless ``prices`` / ``panel`` are given) and build its panel at the profile's window."""
+        prof = get_profile(profile)
+        if prices is None:
+            prices = data_mod.load_prices(universe, data_dir=data_dir)
+        if panel is None:
+            panel = Panel.from_prices(prices, window=prof.window, verbose=verbose)
+        wide = data_mod.to_wide(prices, "adj_close").reindex(index=panel.dates)
+        missing = [s for s in stocks if s not in wide.columns or s not in panel.tickers]
+        if missing:
+            raise ValueError(f"stocks not in universe {universe!r}: {missing}")
+        return cls(panel, wide[list(stocks)], get_protocol(protocol), tuple(stocks), universe)
+
+    def span(self, split: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+        return getattr(self.protocol, split)
+
+    def env(self, stock: str, observations: np.ndarray, split: str, **kw) -> TradingEnv:
+        """A TradingEnv over ``split``: train mode (random one-year episodes) for ``train``, else eval."""
+        start, end = self.span(split)
+        if split == "train":
+            kw = {"mode": "train", "episode_length": 252, **kw}
+        else:
+            kw = {"mode": "eval", **kw}
+        return TradingEnv(self.prices[stock], observations, start, end, cash=self.cash, cost=self.cost, **kw)
+
+    def days(self, first: str = "train", last: str = "test") -> np.ndarray:
+        """Panel indices of every date from the start of split ``first`` to the end of split ``last``."""
+        lo, hi = self.span(first)[0], self.span(last)[1]
+        d = self.panel.dates
+        t = np.flatnonzero((d >= lo) & (d <= hi))
+        return t[t >= self.panel.window - 1]
+
+
+@dataclass
+class TradingResult:
+    """Equity curves, per-step actions and Table 3 metrics of one method on the setup's stocks."""
+
+    method: str
+    equity: pd.DataFrame          # stock, split, date, equity, action, executed, position
+    metrics: pd.DataFrame         # stock, split, convention, metric, value
+    info: dict = field(default_factory=dict)
+
+    def table(self, split: str = "test", convention: str = "standard") -> pd.DataFrame:
+        m = self.metrics[(self.metrics["split"] == split) & (self.metrics["convention"] == convention)]
+        return m.pivot(index="stock", columns="metric", values="value")
+
+
+def episode_frame(env: TradingEnv, history: pd.DataFrame) -> pd.DataFrame:
+    """Equity by date with the action taken that day (NaN on the last date, which has no decision)."""
+    eq = env.equity()
+    h = history.set_index("date")
+    out = pd.DataFrame({"date": eq.index, "equity": eq.to_numpy()})
+    out["action"] = h["action"].reindex(eq.index).to_numpy()
+    out["executed"] = h["executed"].reindex(eq.index).to_numpy()
+    out["position"] = (h["shares"].reindex(eq.index) > 0).astype(float).to_numpy()
+    out.loc[out.index[-1], "position"] = out["position"].iloc[-2] if len(out) > 1 else 0.0
+    return out
+
+
+def history_metrics(history: pd.DataFrame) -> list[dict]:
+    """Table 3 metrics of an env history (its reward column is the daily return) in every convention."""
+    r = pd.Series(history["reward"].to_numpy(), index=history["date"])
+    rows = []
+    for conv in CONVENTIONS:
+        for k, v in portfolio_metrics(r, conv).items():
+            rows.append({"convention": conv, "metric": k, "value": float(v)})
+    return rows
+
+
+def _evaluate(setup: TradingSetup, stock: str, obs: np.ndarray, policy_run) -> tuple[list, list]:
+    """Trade the validation and test spans with ``policy_run(env) -> history``."""
+    curves, rows = [], []
+    for split in EVAL_SPLITS:
+        env = setup.env(stock, obs, split)
+        hist = policy_run(env)
+        curves.append(episode_frame(env, hist).assign(stock=stock, split=split))
+        rows += [{"stock": stock, "split": split, **r} for r in history_metrics(hist)]
+    return curves, rows
+
+
+def _fit_return_model(name: str, setup: TradingSetup, seed: int, profile, progress: bool, **kw):
+    from ..models import make_model
+
+    model = make_model(name, profile=profile, seed=seed, progress=progress, **kw)
+    t0 = time.perf_counter()
+    model.fit(setup.panel, setup.protocol)
+    return model, time.perf_counter() - t0
+
+
+def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", progress: bool = True,
+               agent_overrides: dict | None = None, model_options: dict | None = None) -> TradingResult:
+    """Train ``method`` (a key of :data:`METHODS`) and trade every stock of ``setup``; see the module doc.
+
+    ``agent_overrides`` replace the RL budget of the profile (``timesteps``, ``eval_every``, SB3 keywords);
+    ``model_options`` go to the return model (signal baselines, STORM) as in ``make_model``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown trading method {method!r}; use one of {list(METHODS)}")
+    prof = get_profile(profile)
+    agent_overrides, model_options = dict(agent_overrides or {}), dict(model_options or {})
+    curves, rows, info = [], [], {"method": method, "profile": prof.name, "seed": seed,
+                                  "train_seconds": {}, "fit_seconds": 0.0}
+    stocks = tqdm(setup.stocks, desc=METHODS[method], disable=not progress, leave=False)
+    dummy = np.zeros((len(setup.panel.dates), 1), np.float32)
+
+    if method == "buy_and_hold":
+        for s in stocks:
+            c, r = _evaluate(setup, s, dummy, lambda env: run_policy(env, lambda obs: BUY))
+            curves += c
+            rows += r
+            info["train_seconds"][s] = 0.0
+
+    elif method in SIGNAL_MODELS:
+        model, secs = _fit_return_model(method, setup, seed, prof, progress,
+                                         **{"label_norm": "raw", **model_options})
+        info["fit_seconds"] = secs
+        scores = {split: model.predict(setup.panel, split=split, protocol=setup.protocol) for split in EVAL_SPLITS}
+        allscores = pd.concat(scores.values()).sort_index()
+        allscores = allscores[~allscores.index.duplicated()]    # paper protocol: valid = test
+        for s in stocks:
+            pol = signal_policy(allscores[s])
+            c, r = _evaluate(setup, s, dummy, lambda env, pol=pol: run_policy(env, pol))
+            curves += c
+            rows += r
+            info["train_seconds"][s] = 0.0
+        info["buy_share_test"] = {s: float((scores["test"][s] > 0).mean()) for s in setup.stocks}
+
+    else:
+        days = setup.days()
+        if method in ALGOS:
+            algo, token_shape = method, None
+            obs_by_stock = {s: feature_windows(setup.panel, s, FEATURE_WINDOW) for s in setup.stocks}
+        else:
+            algo = "ppo"
+            model, secs = _fit_return_model(method, setup, seed, prof, progress, **model_options)
+            info["fit_seconds"] = secs
+            obs_by_stock = factor_tokens(model, setup.panel, list(setup.stocks), days)
+            token_shape = next(iter(obs_by_stock.values())).shape[1:]
+        info.update(algo=algo, best_step={}, timesteps=None, logs={})
+        for s in stocks:
+            obs = obs_by_stock[s]
+            agent = train_agent(
+                algo, lambda i, s=s, obs=obs: setup.env(s, obs, "train"), setup.env(s, obs, "valid"),
+                seed=seed, profile=prof.name, token_shape=token_shape, progress=progress, **agent_overrides,
+            )
+            c, r = _evaluate(setup, s, obs, agent.trade)
+            curves += c
+            rows += r
+            info["train_seconds"][s] = agent.seconds
+            info["best_step"][s] = agent.best_step
+            info["timesteps"] = agent.timesteps
+            info["logs"][s] = agent.log.to_dict("records")
+            del obs_by_stock[s]
+
+    equity = pd.concat(curves, ignore_index=True)[
+        ["stock", "split", "date", "equity", "action", "executed", "position"]]
+    metrics = pd.DataFrame(rows)[["stock", "split", "convention", "metric", "value"]]
+    return TradingResult(method, equity, metrics, info)
+
+
+# --------------------------------------------------------------------------- experiment runner task
+
+#: fixed settings of the trading task, hashed into each run's identity by :mod:`storm_lib.run`
+CONFIG = {"stocks": list(STOCKS), "cost": 1e-4, "cash": 1e5, "price": "adj_close", "feature_window": FEATURE_WINDOW,
+          "train_episode_length": 252, "select": "asr", "signal_label": "raw", "budgets": None}
+AGENT_PREFIX = "agent_"   # run options starting with this go to the RL budget, e.g. agent_timesteps=2048
+
+
+def _task_config() -> dict:
+    from .agents import BUDGETS
+
+    return {**CONFIG, "budgets": BUDGETS}
+
+
+def run_task(spec, ctx):
+    """``storm_lib.run`` task ``"trading"`` (paper Table 3): one method on the five stocks.
+
+    ``spec.model`` is a key of :data:`METHODS`; ``spec.options`` starting with ``agent_`` override the RL
+    budget (``agent_timesteps=2048``), the others go to the return model (signal baselines, STORM).
+    Metrics: ``stock, split, convention, metric, value`` (+ ``train_seconds`` / ``fit_seconds`` rows with
+    split ``train``); tables ``equity`` (per stock and split: date, equity, action, executed, position)
+    and ``agent_log`` (validation evaluations of the RL agents).
+    """
+    from ..tasks import RunOutput
+    from ..tasks.portfolio import model_kwargs
+
+    prof = get_profile(spec.profile)
+    opts = dict(spec.options)
+    agent = {k[len(AGENT_PREFIX):]: v for k, v in opts.items() if k.startswith(AGENT_PREFIX)}
+    model_opts = {k: v for k, v in opts.items() if not k.startswith(AGENT_PREFIX)}
+    if model_opts and spec.model not in SIGNAL_MODELS + STORM_METHODS:
+        raise ValueError(f"trading method {spec.model!r} takes no model options, got {sorted(model_opts)}")
+    if spec.model in STORM_METHODS:
+        model_opts = model_kwargs(spec.model, model_opts)
+    panel = ctx.panel(spec.universe, window=prof.window)
+    setup = TradingSetup.from_universe(spec.universe, prof, spec.protocol, stocks=STOCKS,
+                                       prices=ctx.prices(spec.universe), panel=panel)
+    res = run_method(spec.model, setup, seed=spec.seed, profile=prof, progress=ctx.progress,
+                     agent_overrides=agent, model_options=model_opts)
+    timing = [{"stock": s, "split": "train", "convention": "-", "metric": "train_seconds", "value": v}
+              for s, v in res.info["train_seconds"].items()]
+    timing += [{"stock": s, "split": "train", "convention": "-", "metric": "fit_seconds",
+                "value": res.info["fit_seconds"]} for s in setup.stocks]
+    metrics = pd.concat([res.metrics, pd.DataFrame(timing)], ignore_index=True)
+    tables = {"equity.parquet": res.equity}
+    logs = res.info.pop("logs", None)
+    if logs:
+        tables["agent_log"] = pd.concat([pd.DataFrame(v).assign(stock=s) for s, v in logs.items()],
+                                        ignore_index=True)
+    info = {k: v for k, v in res.info.items() if k not in ("method", "seed")}
+    info["paper_row"] = METHODS[spec.model]
+    return RunOutput(metrics=metrics, tables=tables, info=info)
+
+
+run_task.config = _task_config()
+run_task.models = tuple(METHODS)
