@@ -1,0 +1,623 @@
+"""Resumable experiment runner: one directory of small files per run, feeding every table of the paper.
+
+A run is a :class:`RunSpec` (task, universe, model, protocol, profile, seed, model options). Its
+directory is ``results/<task>/<universe>/<model>[-k=v...]/<protocol>-<profile>-seed<k>-<hash8>/`` and
+holds ``run.json`` (spec, resolved configuration, identity, versions, hardware, timings, the command
+to rerun it), ``metrics.csv`` (long: key columns, ``metric``, ``value``) and the task's tables. The
+directory is built as ``.<name>.partial`` beside it and renamed when complete, so **a run directory
+that exists is a finished run**: :func:`run_grid` skips it, and an interrupted grid reruns only what
+is missing. ``hash8`` covers everything that can change the result: the spec, the resolved profile,
+the task's fixed settings, the data (prices and market index), ``FEATURE_VERSION`` and
+:data:`RESULTS_VERSION` (bump it by hand when outputs change meaning). A changed configuration is a new
+directory, never a stale hit. Not hashed: package versions, hardware, device (recorded in run.json).
+
+    python -m storm_lib.run --task portfolio --universe dj30 --model storm --seed 3 [--profile cpu]
+    python -m storm_lib.run --task portfolio --universe dj30 --model lightgbm lstm --seed 0 1 2
+    python -m storm_lib.run ... --option codebook_size=1024 [--option codebook_size=256]  # a sweep
+    python -m storm_lib.run --list | --dry-run ...
+
+Results root: ``--results-dir`` / ``results_dir=``, else ``$STORM_RESULTS_DIR``, else ``results/`` at
+the repository root. Notebooks read :func:`load_results` (every finished run's metrics with the spec
+columns) and :func:`load_table`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import itertools
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import socket
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from . import data as data_mod
+from .features import FEATURE_VERSION
+from .panel import PROTOCOLS
+from .profiles import PROFILES, get_profile
+from .tasks import TASKS, RunCache, RunContext, RunOutput
+from .utils import atomic_write
+
+#: bump by hand whenever a task's outputs change meaning (old run directories then stop matching)
+RESULTS_VERSION = 1
+RESULTS_ENV = "STORM_RESULTS_DIR"
+UNIVERSES = ("dj30", "sp500", "sample")
+MARKET = "market"
+SPEC_COLUMNS = ("task", "universe", "model", "options", "protocol", "profile", "seed")
+PARTIAL_SUFFIX = ".partial"
+
+
+def _freeze(value):
+    if isinstance(value, dict):
+        raise ValueError(f"option values must be scalars or lists, got a dict {value!r}")
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run. ``options`` are model overrides as sorted (key, value) pairs; a dict is accepted."""
+
+    task: str          # "portfolio" | "trading" (see storm_lib.tasks.TASKS)
+    universe: str      # "dj30" | "sp500" | "sample"
+    model: str         # portfolio: a storm_lib.models name (MODEL_NAMES) or "market"; see known_models(task)
+    protocol: str = "clean"
+    profile: str = "cpu"
+    seed: int = 0
+    options: tuple = ()
+
+    def __post_init__(self):
+        opts = self.options.items() if isinstance(self.options, dict) else (self.options or ())
+        opts = tuple(sorted((str(k), _freeze(v)) for k, v in opts))
+        if len({k for k, _ in opts}) != len(opts):
+            raise ValueError(f"duplicated option keys in {opts}")
+        object.__setattr__(self, "options", opts)
+        object.__setattr__(self, "seed", int(self.seed))
+
+    @classmethod
+    def make(cls, task: str, universe: str, model: str, protocol: str = "clean", profile: str = "cpu",
+             seed: int = 0, options: dict | tuple | None = None) -> "RunSpec":
+        return cls(task, universe, model, protocol, profile, seed, options or ())
+
+    @property
+    def options_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.options}
+
+    @property
+    def options_str(self) -> str:
+        """``k=v,k2=v2`` (empty without options): the ``options`` column of summaries and results."""
+        return ",".join(f"{k}={_fmt(v)}" for k, v in self.options)
+
+    def as_row(self) -> dict:
+        return {"task": self.task, "universe": self.universe, "model": self.model, "options": self.options_str,
+                "protocol": self.protocol, "profile": self.profile, "seed": self.seed}
+
+    def command(self) -> str:
+        """The command line that reruns this spec."""
+        parts = ["python", "-m", "storm_lib.run", "--task", self.task, "--universe", self.universe,
+                 "--model", self.model, "--protocol", self.protocol, "--profile", self.profile,
+                 "--seed", str(self.seed)]
+        for k, v in self.options:
+            parts += ["--option", f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"]
+        return " ".join(shlex.quote(p) for p in parts)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, tuple):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    return json.dumps(v) if isinstance(v, bool) or v is None else str(v)
+
+
+def grid(task: str, universes, models, protocols=("clean",), profiles=("cpu",), seeds=(0,),
+         options: dict | list | None = None) -> list[RunSpec]:
+    """The cartesian product as a list of specs (seeds vary fastest). ``options``: one dict for every
+    run, or a list of dicts (one sweep point each)."""
+    def as_list(x):
+        return [x] if isinstance(x, (str, int)) else list(x)
+
+    opt_list = [options or {}] if not isinstance(options, list) else (options or [{}])
+    return [RunSpec(task, u, m, p, pr, s, o) for u, m, o, p, pr, s in itertools.product(
+        as_list(universes), as_list(models), opt_list, as_list(protocols), as_list(profiles), as_list(seeds))]
+
+
+def known_models(task: str) -> tuple[str, ...]:
+    """The model names a task accepts: its callable's ``models`` attribute, else the return-model
+    registry (:data:`storm_lib.models.MODEL_NAMES`) plus ``"market"``."""
+    models = getattr(TASKS.get(task), "models", None)
+    if models is None:
+        from .models import MODEL_NAMES
+
+        models = MODEL_NAMES + (MARKET,)
+    return tuple(models)
+
+
+def check_spec(spec: RunSpec) -> None:
+    """Raise ``ValueError`` naming the valid choices when a spec field is unknown."""
+    checks = [("task", spec.task, tuple(TASKS)), ("universe", spec.universe, UNIVERSES)]
+    for what, value, known in checks:
+        if value not in known:
+            raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+    checks = [("model", spec.model, known_models(spec.task)), ("protocol", spec.protocol, tuple(PROTOCOLS)),
+              ("profile", spec.profile, tuple(PROFILES))]
+    for what, value, known in checks:
+        if value not in known:
+            raise ValueError(f"unknown {what} {value!r} for task {spec.task!r}; known: {', '.join(known)}")
+    if spec.model == MARKET and spec.options:
+        raise ValueError("the market index row takes no model options")
+
+
+# ----------------------------------------------------------------------------------------------
+# Identity and layout
+# ----------------------------------------------------------------------------------------------
+
+
+def results_root(results_dir: str | os.PathLike | None = None) -> Path:
+    """``results_dir``, else ``$STORM_RESULTS_DIR``, else ``results/`` at the repository root (in the
+    working directory for a non-editable install)."""
+    value = results_dir if results_dir is not None else os.environ.get(RESULTS_ENV)
+    if value:
+        return Path(value).expanduser()
+    repo = Path(__file__).resolve().parent.parent
+    return (repo if (repo / "pyproject.toml").is_file() else Path.cwd()) / "results"
+
+
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _task_config(task: str) -> dict:
+    return dict(getattr(TASKS[task], "config", None) or {})
+
+
+def identity(spec: RunSpec, ctx: RunContext) -> dict:
+    """Everything the identity hash covers (loads the universe's prices to hash them)."""
+    profile = asdict(get_profile(spec.profile))
+    profile.pop("note", None)  # documentation only
+    return {
+        "spec": {**asdict(spec), "options": spec.options_dict},
+        "profile": profile,
+        "task_config": _task_config(spec.task),
+        "data": {"prices": ctx.prices_hash(spec.universe), "index": ctx.index_hash(spec.universe)},
+        "feature_version": FEATURE_VERSION,
+        "results_version": RESULTS_VERSION,
+    }
+
+
+def run_hash(spec: RunSpec, ctx: RunContext) -> str:
+    return hashlib.sha256(_canonical(identity(spec, ctx)).encode()).hexdigest()
+
+
+def _slug(text: str, limit: int = 80) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", text)[:limit]
+
+
+def run_dir(spec: RunSpec, results_dir=None, ctx: RunContext | None = None, *, data_dir=None) -> Path:
+    """Where ``spec``'s run lives (whether or not it is finished)."""
+    ctx = ctx or RunContext(data_dir=data_dir, progress=False)
+    model = spec.model + "".join(f"-{_slug(k)}={_slug(_fmt(v))}" for k, v in spec.options)
+    name = f"{spec.protocol}-{spec.profile}-seed{spec.seed}-{run_hash(spec, ctx)[:8]}"
+    return results_root(results_dir) / spec.task / spec.universe / _slug(model, 120) / name
+
+
+def is_finished(path: str | os.PathLike) -> bool:
+    return (Path(path) / "run.json").is_file()
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance
+# ----------------------------------------------------------------------------------------------
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    from . import __version__
+
+    out = {"python": platform.python_version(), "storm_lib": __version__}
+    for dist in ("numpy", "pandas", "torch", "lightgbm"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def hardware() -> dict:
+    out = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+           "STORM_NUM_THREADS": os.environ.get("STORM_NUM_THREADS")}
+    try:
+        import torch
+
+        out["torch_threads"] = torch.get_num_threads()
+        out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - provenance only
+        pass
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(partial: Path) -> str | None:
+    """Take the partial directory for this process, or say who holds it.
+
+    A partial left by a dead process is cleaned except ``scratch/`` (checkpoints to resume from).
+    """
+    owner_file = partial / "owner.json"
+    if owner_file.is_file():
+        try:
+            owner = json.loads(owner_file.read_text())
+        except (OSError, ValueError):
+            owner = {}
+        if (owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid()
+                and _pid_alive(int(owner.get("pid", -1)))):
+            return f"being run by process {owner['pid']} (since {owner.get('started')})"
+    if partial.is_dir():
+        for child in partial.iterdir():
+            if child.name != "scratch":
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    partial.mkdir(parents=True, exist_ok=True)
+    owner_file.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": _now()}))
+    return None
+
+
+def _prune_empty(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents up to (not including) ``root`` while they are empty."""
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def _write_table(folder: Path, name: str, frame: pd.DataFrame) -> None:
+    if name.endswith(".parquet"):
+        atomic_write(folder / name, lambda tmp: frame.to_parquet(tmp, compression="zstd"))
+        return
+    out = frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
+    atomic_write(folder / f"{name}.csv", lambda tmp: out.to_csv(tmp, index=False, float_format="%.10g"))
+
+
+def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = True,
+            cache: RunCache | None = None, argv: list[str] | None = None, raise_errors: bool = False) -> dict:
+    """Run ``spec`` unless finished; returns a summary row (spec columns, status, seconds, run_dir, error).
+
+    Status: ``done``, ``skipped`` (already finished), ``busy`` (another live process is running it) or
+    ``failed`` (``error`` holds the traceback; the partial directory is removed; ``raise_errors``
+    re-raises the exception after the cleanup). An interruption
+    (``KeyboardInterrupt``, a killed process) leaves ``.<name>.partial/scratch`` so the rerun resumes
+    the model fit from its last checkpoint.
+    """
+    row = {**spec.as_row(), "status": None, "seconds": 0.0, "run_dir": None, "error": ""}
+    t0 = time.perf_counter()
+    ctx = RunContext(data_dir=data_dir, cache=cache if cache is not None else RunCache(), progress=progress)
+    try:
+        check_spec(spec)
+        final = run_dir(spec, results_dir, ctx)
+    except Exception:  # noqa: BLE001 - reported in the summary
+        if raise_errors:
+            raise
+        row.update(status="failed", error=traceback.format_exc(), seconds=round(time.perf_counter() - t0, 3))
+        return row
+    row["run_dir"] = str(final)
+    if is_finished(final):
+        row["status"] = "skipped"
+        return row
+    if final.exists():
+        row.update(status="failed", error=f"{final} exists but has no run.json: not a finished run; delete it")
+        return row
+    partial = _partial(final)
+    busy = _claim(partial)
+    if busy:
+        row.update(status="busy", error=busy)
+        return row
+    ctx.scratch = partial / "scratch"
+    started = _now()
+    try:
+        out: RunOutput = TASKS[spec.task](spec, ctx)
+        for name, frame in out.tables.items():
+            _write_table(partial, name, frame)
+        atomic_write(partial / "metrics.csv", lambda tmp: out.metrics.to_csv(tmp, index=False))
+        wall = time.perf_counter() - t0
+        record = {
+            "spec": {**asdict(spec), "options": spec.options_dict},
+            "hash": run_hash(spec, ctx),
+            "identity": identity(spec, ctx),
+            "config": {"profile": asdict(get_profile(spec.profile)), "options": spec.options_dict,
+                       "task": _task_config(spec.task)},
+            "info": out.info,
+            "tables": sorted(p.name for p in partial.iterdir() if p.is_file() and p.name not in ("owner.json",)),
+            "versions": versions(),
+            "hardware": hardware(),
+            "started": started,
+            "finished": _now(),
+            "wall_seconds": round(wall, 3),
+            "command": spec.command(),
+            "argv": argv,
+        }
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
+        (partial / "owner.json").unlink(missing_ok=True)
+        atomic_write(partial / "run.json",
+                     lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str) + "\n"))
+        try:
+            os.rename(partial, final)
+        except OSError:
+            if not is_finished(final):
+                raise
+            shutil.rmtree(partial, ignore_errors=True)  # another process finished it first
+        row.update(status="done", seconds=round(wall, 3))
+    except Exception:  # noqa: BLE001 - reported in the summary
+        shutil.rmtree(partial, ignore_errors=True)
+        _prune_empty(partial.parent, results_root(results_dir))
+        if raise_errors:
+            raise
+        row.update(status="failed", error=traceback.format_exc(), seconds=round(time.perf_counter() - t0, 3))
+    except BaseException:  # interrupted: keep scratch/ (checkpoints) for the rerun, release the claim
+        (partial / "owner.json").unlink(missing_ok=True)
+        raise
+    return row
+
+
+def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop_on_error: bool = False,
+             cache: RunCache | None = None, argv: list[str] | None = None) -> pd.DataFrame:
+    """Run ``specs`` in order, skipping finished ones; prices and panels are shared through ``cache``.
+
+    Returns one row per spec: spec columns, ``status`` (done / skipped / busy / failed), ``seconds``,
+    ``run_dir``, ``error`` (the traceback of a failed run). ``stop_on_error``: re-raise the first
+    failure's exception (its partial directory removed; finished runs stay finished).
+    """
+    from tqdm.auto import tqdm
+
+    specs = list(specs)
+    cache = cache if cache is not None else RunCache()
+    rows = []
+    bar = tqdm(specs, desc="runs", disable=not progress, unit="run")
+    for spec in bar:
+        bar.set_postfix_str(f"{spec.universe}/{spec.model} {spec.options_str} seed {spec.seed}".replace("  ", " "))
+        row = run_one(spec, results_dir, data_dir, progress, cache, argv, raise_errors=stop_on_error)
+        rows.append(row)
+        if row["status"] == "failed" and progress:
+            tqdm.write(f"run failed: {spec}\n{row['error']}")
+    bar.close()
+    return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["status", "seconds", "run_dir", "error"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading results
+# ----------------------------------------------------------------------------------------------
+
+
+def finished_runs(results_dir=None) -> list[tuple[Path, dict]]:
+    """(run directory, run.json) of every finished run under the results root, sorted by path."""
+    root = results_root(results_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for path in sorted(root.glob("*/*/*/*/run.json")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
+            continue
+        try:
+            out.append((path.parent, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _matches(value, wanted) -> bool:
+    if wanted is None:
+        return True
+    if isinstance(wanted, (str, int)):
+        wanted = [wanted]
+    return value in {type(value)(w) for w in wanted}
+
+
+def _spec_of(record: dict) -> RunSpec:
+    s = dict(record["spec"])
+    return RunSpec(s["task"], s["universe"], s["model"], s["protocol"], s["profile"], s["seed"], s.get("options") or {})
+
+
+def load_results(results_dir=None, task=None, universe=None, model=None, protocol=None, profile=None,
+                 seed=None, options=None) -> pd.DataFrame:
+    """Every finished run's ``metrics.csv`` with the spec columns added, for mean ± std tables over seeds.
+
+    Filters take a value or a list; ``options`` matches the ``k=v,k2=v2`` string ("" = no options).
+    Columns: task, universe, model, options, protocol, profile, seed, the task's metric columns
+    (portfolio: split, convention, metric, value), run_dir.
+    """
+    frames = []
+    filters = dict(task=task, universe=universe, model=model, protocol=protocol, profile=profile, seed=seed,
+                   options=options)
+    for path, record in finished_runs(results_dir):
+        row = _spec_of(record).as_row()
+        if not all(_matches(row[k], v) for k, v in filters.items()):
+            continue
+        m = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
+        for i, (k, v) in enumerate(row.items()):
+            m.insert(i, k, v)
+        m["run_dir"] = str(path)
+        frames.append(m)
+    if not frames:
+        return pd.DataFrame(columns=list(SPEC_COLUMNS) + ["metric", "value", "run_dir"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def list_runs(results_dir=None) -> pd.DataFrame:
+    """One row per finished run: spec columns, finished timestamp, wall seconds, run_dir."""
+    rows = [{**_spec_of(r).as_row(), "finished": r.get("finished"), "wall_seconds": r.get("wall_seconds"),
+             "run_dir": str(p)} for p, r in finished_runs(results_dir)]
+    return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["finished", "wall_seconds", "run_dir"])
+
+
+def load_table(run: str | os.PathLike | RunSpec, name: str, results_dir=None, data_dir=None) -> pd.DataFrame:
+    """Table ``name`` (``daily``, ``scores``, ``history``, ``codes`` ...) of a run directory or a finished spec."""
+    path = run_dir(run, results_dir, data_dir=data_dir) if isinstance(run, RunSpec) else Path(run)
+    if not is_finished(path):
+        raise FileNotFoundError(f"no finished run at {path}")
+    stem = name.removesuffix(".csv").removesuffix(".parquet")
+    if (path / f"{stem}.parquet").is_file():
+        return pd.read_parquet(path / f"{stem}.parquet")
+    if (path / f"{stem}.csv").is_file():
+        frame = pd.read_csv(path / f"{stem}.csv")
+        if "date" in frame.columns:
+            frame["date"] = pd.to_datetime(frame["date"])
+            frame = frame.set_index("date")
+        return frame
+    have = sorted(p.stem for p in path.iterdir() if p.suffix in (".csv", ".parquet"))
+    raise FileNotFoundError(f"run {path} has no table {name!r}; it has {have}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``key=value`` -> (key, value); the value is read as JSON, else a Python literal, else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--option expects KEY=VALUE, got {text!r}")
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return key.strip(), parse(raw)
+        except (ValueError, SyntaxError):
+            continue
+    return key.strip(), raw
+
+
+def option_grid(items: list[str]) -> list[dict]:
+    """Options from ``--option`` items; a key given several times is a sweep (cartesian product)."""
+    values: dict[str, list] = {}
+    for item in items:
+        k, v = parse_option(item)
+        values.setdefault(k, []).append(v)
+    keys = list(values)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(values[k] for k in keys))] or [{}]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m storm_lib.run", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", help=f"one of {', '.join(TASKS)}")
+    ap.add_argument("--universe", nargs="+", help=f"one or more of {', '.join(UNIVERSES)}")
+    ap.add_argument("--model", nargs="+", help="one or more model names (storm, lightgbm, ...) or 'market'")
+    ap.add_argument("--protocol", nargs="+", default=None,
+                    help="clean (default) | paper | sample (default for --universe sample)")
+    ap.add_argument("--profile", nargs="+", default=None, help=f"one or more of {', '.join(PROFILES)} (default cpu)")
+    ap.add_argument("--seed", nargs="+", type=int, default=None, help="one or more seeds (default 0)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="model option; repeat a key to sweep it")
+    ap.add_argument("--results-dir", default=None, help=f"default ${RESULTS_ENV} or results/ at the repo root")
+    ap.add_argument("--data-dir", default=None, help="default $STORM_DATA_DIR")
+    ap.add_argument("--list", action="store_true", help="show finished runs (filtered by the given fields)")
+    ap.add_argument("--dry-run", action="store_true", help="print each run directory and whether it is finished")
+    ap.add_argument("--stop-on-error", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def _specs_from_args(args) -> list[RunSpec]:
+    missing = [f"--{k}" for k in ("task", "universe", "model") if not getattr(args, k)]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} required (or use --list)")
+    specs = []
+    for universe in args.universe:
+        protocols = args.protocol or (["sample"] if universe == data_mod.SAMPLE else ["clean"])
+        specs += grid(args.task, [universe], args.model, protocols, args.profile or ["cpu"], args.seed or [0],
+                      option_grid(args.option))
+    for spec in specs:
+        check_spec(spec)
+    return specs
+
+
+def print_metrics(path: str | os.PathLike, split: str = "test") -> None:
+    """Print a run's metrics of one split: RankIC / RankICIR, turnover, then the six portfolio metrics per
+    convention (per stock and convention for the trading task)."""
+    m = pd.read_csv(Path(path) / "metrics.csv", keep_default_na=False, na_values=[""])
+    if not {"split", "convention", "metric", "value"} <= set(m.columns):
+        return
+    m = m[m["split"] == split]
+    get = {(c, k): v for c, k, v in zip(m["convention"], m["metric"], m["value"])}
+    head = [f"{k} {get[('standard', k)]:.4f}" for k in ("RankIC", "RankICIR") if ("standard", k) in get]
+    if ("-", "turnover") in get:
+        head.append(f"turnover {get[('-', 'turnover')]:.3f}")
+    n = get.get(("standard", "n_days"))
+    print(f"{split} split{f' ({n:.0f} days)' if n == n and n is not None else ''}: {', '.join(head)}")
+    table = m[m["metric"].isin(["APY", "CW", "CR", "ASR", "MDD", "AVO"])]
+    index = ["stock", "convention"] if "stock" in table.columns else "convention"  # trading: one row per stock
+    table = table.pivot_table(index=index, columns="metric", values="value", aggfunc="first", sort=False)
+    print(table[[c for c in ("APY", "CW", "CR", "ASR", "MDD", "AVO") if c in table.columns]]
+          .to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 100):
+        if args.list:
+            runs = list_runs(args.results_dir)
+            for k in ("task", "universe", "model", "protocol", "profile", "seed"):
+                wanted = getattr(args, k)
+                if wanted is not None:
+                    runs = runs[runs[k].isin(wanted if isinstance(wanted, list) else [wanted])]
+            root = results_root(args.results_dir)
+            print(runs.to_string(index=False) if len(runs) else f"no finished runs under {root}")
+            return 0
+        try:
+            specs = _specs_from_args(args)
+            if args.dry_run:
+                ctx = RunContext(data_dir=args.data_dir, progress=False)
+                for spec in specs:
+                    path = run_dir(spec, args.results_dir, ctx)
+                    print(f"{'finished' if is_finished(path) else 'todo    '}  {path}")
+                return 0
+        except (ValueError, data_mod.DataError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        summary = run_grid(specs, args.results_dir, args.data_dir, progress=not args.quiet,
+                           stop_on_error=args.stop_on_error, argv=["python", "-m", "storm_lib.run", *argv])
+        for row in summary.itertuples():
+            print(f"\n{row.status}: {row.run_dir or ''} ({row.seconds:.1f} s)")
+            if row.status in ("done", "skipped"):
+                print_metrics(row.run_dir)
+            elif row.error:
+                print(row.error.rstrip().splitlines()[-1])
+        print("\n" + summary[list(SPEC_COLUMNS) + ["status", "seconds"]].to_string(index=False))
+        return 1 if (summary["status"] == "failed").any() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The experiment runner (storm_lib.run) and the portfolio task (storm_lib.tasks.portfolio).
+
+Runner mechanics (identity, skip, resume, atomic directories, load_results) use a fast dummy task on
+the embedded sample; the portfolio task runs for real on DJ30 with the smoke profile.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from storm_lib import run as runner
+from storm_lib.run import RunSpec, load_results, load_table, run_dir, run_grid
+from storm_lib.tasks import TASKS, RunCache, RunOutput
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def cache():
+    """Prices and panels shared by the tests of this module, as run_grid shares them across runs."""
+    return RunCache()
+
+
+# --------------------------------------------------------------------------- a fast dummy task
+
+
+def dummy(spec, ctx):
+    """Metrics from the spec alone; options ``boom`` (raise) and ``interrupt`` (Ctrl-C once, after
+    writing a checkpoint to the scratch directory) simulate failures."""
+    opts = spec.options_dict
+    ckpt = ctx.scratch / "checkpoints" / "last.txt"
+    resumed = ckpt.is_file()
+    if opts.get("boom"):
+        raise RuntimeError("boom")
+    if opts.get("interrupt") and not resumed:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_text("epoch 1")
+        raise KeyboardInterrupt
+    dummy.calls.append(spec)
+    metrics = pd.DataFrame({"split": ["test"] * 3, "convention": ["standard", "paper", "-"],
+                            "metric": ["APY", "APY", "turnover"], "value": [spec.seed + 0.5, spec.seed + 0.25, 0.1]})
+    daily = pd.DataFrame({"return": [0.01, -0.02]}, index=pd.DatetimeIndex(["2021-04-01", "2021-04-05"], name="date"))
+    return RunOutput(metrics, {"daily": daily, "scores.parquet": daily.astype(np.float32)}, {"resumed": resumed})
+
+
+dummy.calls = []
+
+
+@pytest.fixture
+def with_dummy(monkeypatch):
+    monkeypatch.setitem(TASKS, "dummy", dummy)
+    dummy.calls.clear()
+    return dummy
+
+
+def spec(**kw):
+    base = dict(task="dummy", universe="sample", model="lstm", protocol="sample", profile="smoke", seed=0)
+    return RunSpec(**{**base, **kw})
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- identity and layout
+
+
+def test_spec_normalises_options_and_checks_names():
+    a = RunSpec("portfolio", "dj30", "storm", options={"w_div": 0.0, "codebook_size": 1024})
+    b = RunSpec.make("portfolio", "dj30", "storm", options=(("codebook_size", 1024), ("w_div", 0.0)))
+    assert a == b and hash(a) == hash(b) and a.options == (("codebook_size", 1024), ("w_div", 0.0))
+    assert a.options_str == "codebook_size=1024,w_div=0.0"
+    assert "--option codebook_size=1024" in a.command()
+    for bad, match in [(dict(task="nope"), "unknown task 'nope'"), (dict(universe="ftse"), "unknown universe"),
+                       (dict(model="xgb"), "unknown model 'xgb'.*storm"), (dict(profile="big"), "unknown profile"),
+                       (dict(protocol="x"), "unknown protocol")]:
+        with pytest.raises(ValueError, match=match):
+            runner.check_spec(RunSpec(**{**dict(task="portfolio", universe="dj30", model="storm"), **bad}))
+
+
+def test_a_task_may_name_its_own_models(with_dummy, monkeypatch):
+    runner.check_spec(spec(model="market"))  # default: the return models plus the market row
+    monkeypatch.setattr(dummy, "models", ("lstm", "buy_and_hold"), raising=False)
+    runner.check_spec(spec(model="buy_and_hold"))
+    with pytest.raises(ValueError, match="unknown model 'storm' for task 'dummy'; known: lstm, buy_and_hold"):
+        runner.check_spec(spec(model="storm"))
+
+
+def test_run_dir_changes_with_everything_that_changes_the_result(with_dummy, tmp_path, cache, monkeypatch):
+    ctx = runner.RunContext(cache=cache, progress=False)
+    base = run_dir(spec(), tmp_path, ctx)
+    assert base.parent == tmp_path / "dummy" / "sample" / "lstm" and base.name.startswith("sample-smoke-seed0-")
+    assert run_dir(spec(), tmp_path, ctx) == base  # deterministic
+    variants = [spec(seed=1), spec(profile="cpu"), spec(protocol="clean"), spec(options={"hidden": 32}),
+                spec(options={"hidden": 64}), spec(model="transformer")]
+    dirs = [run_dir(s, tmp_path, ctx) for s in variants]
+    assert len({base, *dirs}) == len(dirs) + 1
+    assert dirs[3].parent.name == "lstm-hidden=32"
+    for name, value in [("RESULTS_VERSION", runner.RESULTS_VERSION + 1), ("FEATURE_VERSION", -1)]:
+        with monkeypatch.context() as m:
+            m.setattr(runner, name, value)
+            assert run_dir(spec(), tmp_path, ctx) != base
+    monkeypatch.setenv(runner.RESULTS_ENV, str(tmp_path / "env"))
+    assert run_dir(spec(), None, ctx).is_relative_to(tmp_path / "env")
+
+
+# --------------------------------------------------------------------------- skip, resume, failures
+
+
+def test_finished_runs_are_skipped(with_dummy, tmp_path, cache):
+    specs = [spec(seed=0), spec(seed=1)]
+    first = run_grid(specs, tmp_path, progress=False, cache=cache)
+    assert list(first["status"]) == ["done", "done"] and len(with_dummy.calls) == 2
+    rec = json.loads((Path(first["run_dir"][0]) / "run.json").read_text())
+    assert rec["spec"]["seed"] == 0 and rec["hash"].startswith(Path(first["run_dir"][0]).name[-8:])
+    assert set(rec["versions"]) >= {"python", "numpy", "pandas", "torch", "lightgbm", "storm_lib"}
+    assert rec["identity"]["data"]["prices"] and rec["command"].startswith("python -m storm_lib.run --task dummy")
+    assert rec["config"]["profile"]["window"] == 16 and rec["wall_seconds"] >= 0 and rec["finished"]
+    mtime = (Path(first["run_dir"][0]) / "run.json").stat().st_mtime_ns
+    second = run_grid(specs + [spec(seed=2)], tmp_path, progress=False, cache=cache)
+    assert list(second["status"]) == ["skipped", "skipped", "done"] and len(with_dummy.calls) == 3
+    assert (Path(first["run_dir"][0]) / "run.json").stat().st_mtime_ns == mtime
+    assert not leftovers(tmp_path)
+
+
+def test_failure_leaves_no_partial_dir_and_is_reported(with_dummy, tmp_path, cache):
+    specs = [spec(seed=0), spec(seed=1, options={"boom": True}), spec(seed=2)]
+    with pytest.raises(RuntimeError, match="boom"):
+        run_grid(specs, tmp_path, progress=False, stop_on_error=True, cache=cache)
+    assert [s.seed for s in with_dummy.calls] == [0]  # the grid stopped at the failure
+    assert not run_dir(specs[1], tmp_path, runner.RunContext(cache=cache)).parent.exists()
+    assert not leftovers(tmp_path)
+    # the rerun skips the finished run, reports the failure with its traceback, runs the rest
+    summary = run_grid(specs, tmp_path, progress=False, cache=cache)
+    assert list(summary["status"]) == ["skipped", "failed", "done"]
+    assert "Traceback" in summary["error"][1] and "RuntimeError: boom" in summary["error"][1]
+    assert summary["error"][0] == "" and not leftovers(tmp_path)
+
+
+def test_interrupted_grid_resumes_with_its_scratch_dir(with_dummy, tmp_path, cache):
+    specs = [spec(seed=0), spec(seed=1, options={"interrupt": True}), spec(seed=2)]
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(specs, tmp_path, progress=False, cache=cache)
+    final = run_dir(specs[1], tmp_path, runner.RunContext(cache=cache))
+    partial = final.with_name(f".{final.name}.partial")
+    assert not final.exists() and (partial / "scratch" / "checkpoints" / "last.txt").is_file()
+    (partial / "junk.csv").write_text("half written")
+    summary = run_grid(specs, tmp_path, progress=False, cache=cache)
+    assert list(summary["status"]) == ["skipped", "done", "done"]
+    assert [s.seed for s in with_dummy.calls] == [0, 1, 2]
+    assert json.loads((final / "run.json").read_text())["info"]["resumed"] is True
+    assert sorted(p.name for p in final.iterdir()) == ["daily.csv", "metrics.csv", "run.json", "scores.parquet"]
+    assert not leftovers(tmp_path)
+
+
+def test_a_run_held_by_a_live_process_is_not_touched(with_dummy, tmp_path, cache):
+    import socket
+
+    final = run_dir(spec(), tmp_path, runner.RunContext(cache=cache))
+    partial = final.with_name(f".{final.name}.partial")
+    partial.mkdir(parents=True)
+    (partial / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
+    summary = run_grid([spec()], tmp_path, progress=False, cache=cache)
+    assert summary["status"][0] == "busy" and "process" in summary["error"][0] and not with_dummy.calls
+
+
+# --------------------------------------------------------------------------- reading results
+
+
+def test_load_results_and_tables(with_dummy, tmp_path, cache):
+    specs = [spec(seed=0), spec(seed=1), spec(seed=0, options={"hidden": 8})]
+    summary = run_grid(specs, tmp_path, progress=False, cache=cache)
+    res = load_results(tmp_path)
+    assert len(res) == 9 and list(res.columns[:7]) == list(runner.SPEC_COLUMNS)
+    assert {"split", "convention", "metric", "value", "run_dir"} <= set(res.columns)
+    assert (res["convention"] == "-").sum() == 3  # "-" is a key, not a missing value
+    plain = load_results(tmp_path, task="dummy", seed=[0, 1], options="")
+    assert len(plain) == 6 and set(plain["seed"]) == {0, 1}
+    table = plain[plain["metric"] == "APY"].groupby(["model", "convention"])["value"].agg(["mean", "std"])
+    assert table.loc[("lstm", "standard"), "mean"] == pytest.approx(1.0)
+    assert len(load_results(tmp_path, options="hidden=8")) == 3 and load_results(tmp_path, model="storm").empty
+    daily = load_table(summary["run_dir"][0], "daily")
+    assert isinstance(daily.index, pd.DatetimeIndex) and list(daily.columns) == ["return"]
+    assert load_table(specs[1], "scores", tmp_path)["return"].dtype == np.float32
+    with pytest.raises(FileNotFoundError, match="no table 'codes'"):
+        load_table(summary["run_dir"][0], "codes")
+    assert len(runner.list_runs(tmp_path)) == 3
+
+
+# --------------------------------------------------------------------------- the portfolio task, for real
+
+
+@pytest.fixture(scope="module")
+def dj30_storm(data_dir, tmp_path_factory, cache):
+    root = tmp_path_factory.mktemp("storm_runs")
+    s = RunSpec("portfolio", "dj30", "storm", profile="smoke", seed=0)
+    summary = run_grid([s, s], root, data_dir=data_dir, progress=False, cache=cache)
+    return s, root, summary
+
+
+def test_portfolio_storm_run_tables(dj30_storm, data_dir):
+    s, root, summary = dj30_storm
+    assert list(summary["status"]) == ["done", "skipped"], summary["error"].tolist()
+    path = Path(summary["run_dir"][0])
+    rec = json.loads((path / "run.json").read_text())
+    assert rec["info"]["fit_seconds"] > 0 and rec["info"]["model"]["config"]["codebook_size"] == 32
+    assert rec["identity"]["task_config"] == {**TASKS["portfolio"].config, "splits": ["valid", "test"]}
+    m = pd.read_csv(path / "metrics.csv", keep_default_na=False)
+    assert not m.duplicated(["split", "convention", "metric"]).any()
+    test = m[m["split"] == "test"].set_index(["convention", "metric"])["value"]
+    for conv in ("standard", "paper", "official"):
+        assert {(conv, k) for k in ("APY", "CW", "CR", "ASR", "MDD", "AVO", "n_days")} <= set(test.index)
+    assert test[("standard", "n_days")] == 752 and -1 < test[("standard", "RankIC")] < 1
+    scores = load_table(path, "scores")
+    assert scores.shape == (752, 29) and (scores.dtypes == np.float32).all()
+    daily = load_table(path, "daily")
+    assert list(daily.columns) == ["rank_ic", "return", "turnover", "benchmark"] and len(daily) == 752
+    assert np.prod(1 + daily["return"]) == pytest.approx(test[("standard", "CW")])
+    codes = load_table(path, "codes")
+    assert set(codes["branch"]) == {"cs", "ts"} and len(codes) == 2 * 32
+    per = codes.groupby("branch")["count"].sum()
+    assert per["cs"] == 752 * 16 and per["ts"] == 752 * 29 * 4  # W day tokens; N stocks x W/p patches
+    assert len(load_table(path, "history")) >= 1
+
+
+def test_portfolio_market_row(dj30_storm, data_dir, cache):
+    _, root, _ = dj30_storm
+    summary = run_grid([RunSpec("portfolio", "dj30", "market", profile="smoke")], root, data_dir=data_dir,
+                       progress=False, cache=cache)
+    assert summary["status"][0] == "done", summary["error"][0]
+    res = load_results(root, model="market")
+    assert set(res["metric"]) == {"APY", "CW", "CR", "ASR", "MDD", "AVO", "n_days"}
+    daily = load_table(summary["run_dir"][0], "daily")
+    assert np.allclose(daily["return"], daily["benchmark"]) and daily["rank_ic"].isna().all()
+
+
+def test_portfolio_is_deterministic_and_resumes_an_interrupted_fit(data_dir, tmp_path, cache, monkeypatch):
+    """Same spec -> identical metrics; a fit interrupted after epoch 1 resumes from its checkpoint."""
+    from storm_lib import train
+
+    s = RunSpec("portfolio", "dj30", "lstm", profile="smoke", seed=1)
+    a = run_grid([s], tmp_path / "a", data_dir=data_dir, progress=False, cache=cache)
+    assert a["status"][0] == "done", a["error"][0]
+
+    save = train._save
+
+    def save_then_interrupt(run_dir_, net, opt, sched, rng, epoch, *args):
+        save(run_dir_, net, opt, sched, rng, epoch, *args)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid([s], tmp_path / "b", data_dir=data_dir, progress=False, cache=cache)
+    monkeypatch.setattr(train, "_save", save)
+    b = run_grid([s], tmp_path / "b", data_dir=data_dir, progress=False, cache=cache)
+    c = run_grid([s], tmp_path / "c", data_dir=data_dir, progress=False, cache=RunCache())  # fresh panel too
+    assert b["status"][0] == c["status"][0] == "done", (b["error"][0], c["error"][0])
+    assert json.loads((Path(b["run_dir"][0]) / "run.json").read_text())["info"]["resumed_from_epoch"] == 1
+    ma, mb, mc = (pd.read_csv(Path(r["run_dir"][0]) / "metrics.csv", keep_default_na=False) for r in (a, b, c))
+    pd.testing.assert_frame_equal(ma, mc, check_exact=True)
+    pd.testing.assert_frame_equal(ma, mb, check_exact=True)
+    pd.testing.assert_frame_equal(load_table(a["run_dir"][0], "scores"), load_table(b["run_dir"][0], "scores"))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_end_to_end_on_dj30(data_dir, tmp_path, capsys):
+    out_dir = str(tmp_path / "res")
+    args = ["--task", "portfolio", "--universe", "dj30", "--model", "lightgbm", "market", "--profile", "smoke",
+            "--seed", "2", "--results-dir", out_dir, "--data-dir", str(data_dir), "--quiet"]
+    assert runner.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("done:") == 2 and "test split (752 days): RankIC" in out and "official" in out
+    assert runner.main(args) == 0
+    assert capsys.readouterr().out.count("skipped:") == 2
+    assert runner.main(args[:-1] + ["--dry-run"]) == 0
+    assert capsys.readouterr().out.count("finished") == 2
+    assert runner.main(["--list", "--results-dir", out_dir, "--model", "lightgbm"]) == 0
+    listed = capsys.readouterr().out
+    assert "lightgbm" in listed and "market" not in listed
+    res = load_results(out_dir)
+    assert set(res["model"]) == {"lightgbm", "market"} and set(res["seed"]) == {2}
+    rec = json.loads((Path(res["run_dir"][0]) / "run.json").read_text())
+    assert rec["argv"][:3] == ["python", "-m", "storm_lib.run"] and "--seed 2" in rec["command"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--model", "xgboost"], "unknown model 'xgboost'"),
+    (["--universe", "ftse"], "unknown universe 'ftse'"),
+    (["--task", "trade"], "unknown task 'trade'"),
+    (["--option", "nonsense"], "KEY=VALUE"),
+])
+def test_cli_clear_errors(bad, message, tmp_path, capsys):
+    args = {"--task": "portfolio", "--universe": "sample", "--model": "lstm"}
+    extra = []
+    for i in range(0, len(bad), 2):
+        if bad[i] in args:
+            args[bad[i]] = bad[i + 1]
+        else:
+            extra += bad[i:i + 2]
+    argv = [x for kv in args.items() for x in kv] + extra + ["--results-dir", str(tmp_path), "--dry-run"]
+    assert runner.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_missing_fields(capsys):
+    assert runner.main(["--universe", "dj30"]) == 2
+    assert "--task and --model required" in capsys.readouterr().err
+
+
+def test_option_parsing_and_sweeps():
+    assert runner.parse_option("codebook_size=1024") == ("codebook_size", 1024)
+    assert runner.parse_option("lr=1e-3") == ("lr", 1e-3)
+    assert runner.parse_option("use_ts=false") == ("use_ts", False)
+    assert runner.parse_option("hidden=[32, 16]") == ("hidden", [32, 16])
+    assert runner.parse_option("kl_reduction=sum") == ("kl_reduction", "sum")
+    sweep = runner.option_grid(["codebook_size=256", "codebook_size=1024", "w_div=0"])
+    assert sweep == [{"codebook_size": 256, "w_div": 0}, {"codebook_size": 1024, "w_div": 0}]
+    assert RunSpec("portfolio", "dj30", "cafactor", options={"hidden": [32, 16]}).options == (("hidden", (32, 16)),)
+
+
+def test_storm_options_route_to_the_network():
+    from storm_lib.tasks.portfolio import model_kwargs
+
+    assert model_kwargs("storm", {"codebook_size": 1024, "lr": 1e-4}) == {"lr": 1e-4, "model": {"codebook_size": 1024}}
+    assert model_kwargs("lstm", {"hidden": 8}) == {"hidden": 8}
+    with pytest.raises(ValueError, match="fields of the run spec"):
+        model_kwargs("lstm", {"seed": 3})
+
+
+def test_python_dash_m_dry_run_on_the_sample(tmp_path):
+    env = {**os.environ, "STORM_NUM_THREADS": "1"}
+    env.pop("STORM_DATA_DIR", None)
+    cmd = [sys.executable, "-m", "storm_lib.run", "--task", "portfolio", "--universe", "sample", "--model", "market",
+           "--profile", "smoke", "--results-dir", str(tmp_path), "--dry-run"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "todo" in proc.stdout and "portfolio/sample/market/sample-smoke-seed0-" in proc.stdout
