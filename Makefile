@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean book book-pages book-clean FORCE
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,4 +30,39 @@ bench: setup
 	$(BIN)/python benchmarks/storm.py speed --universe dj30 sp500 --profile cpu --variant storm wo_ts wo_cs
 
 clean:
-	rm -rf $(VENV) .pytest_cache book/_build
+	rm -rf $(VENV) .pytest_cache book/_build book/_generated book/notebooks
+
+## The Jupyter Book (book/): execute every notebooks/*.ipynb with papermill into book/notebooks/
+## (parameters: BOOK_PARAMS, e.g. make book BOOK_PARAMS="-p profile cpu"), write the generated
+## includes (verdict table from results/), then build offline with any warning failing the build.
+## A notebook is re-executed when it, storm_lib, results/ or BOOK_PARAMS changed.
+BOOK_PARAMS ?= -p profile smoke
+RESULTS     ?= results
+BOOK_NBS    := $(patsubst notebooks/%,book/notebooks/%,$(wildcard notebooks/*.ipynb))
+BOOK_DEPS   := $(shell find storm_lib $(RESULTS) -type f ! -name '*.pyc' ! -path '*/.*' 2>/dev/null)
+export BOOK_PARAMS
+.DELETE_ON_ERROR:
+
+book: book-pages
+	$(BIN)/python -m storm_lib.report book --out-dir book/_generated --results $(RESULTS)
+	$(BIN)/jupyter-book build book -W --keep-going --all
+	@echo "book: open book/_build/html/index.html (screenshots: book/screenshots.sh)"
+
+## Executed notebooks only; executed copies whose source notebook is gone are removed.
+book-pages: setup $(BOOK_NBS)
+	@for f in book/notebooks/*.ipynb; do [ -e "$$f" ] || continue; \
+	  [ -e "notebooks/$$(basename "$$f")" ] || { echo "removing stale $$f"; rm -f "$$f"; }; done
+
+book/_generated/params: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' "$$BOOK_PARAMS" | cmp -s - $@ || printf '%s\n' "$$BOOK_PARAMS" > $@
+
+book/notebooks/%.ipynb: notebooks/%.ipynb book/_generated/params $(BOOK_DEPS) | setup
+	@mkdir -p $(@D)
+	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/papermill --kernel python3 --cwd notebooks --no-progress-bar \
+	  $< $@ $(BOOK_PARAMS)
+
+book-clean:
+	rm -rf book/_build book/_generated book/notebooks
+
+FORCE:

@@ -1,0 +1,289 @@
+"""storm_lib.report: the paper's numbers, comparison tables, Improvement(%), the verdict (no data needed)."""
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from storm_lib import report as R
+
+SHARED_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "paper" / "reported.csv"
+
+
+def paper_as_results(tables=("portfolio", "rankic", "trading"), seeds=(0,), **fixed) -> pd.DataFrame:
+    """The paper's own rows as a long results frame (what a perfect replication would produce)."""
+    rows = []
+    for table in tables:
+        rep = R.reported(table)
+        rep = rep[rep["model"] != R.IMPROVEMENT_ROW]
+        for _, r in rep.iterrows():
+            for s in seeds:
+                rows.append({"task": "trading" if table == "trading" else "portfolio", "universe": r["dataset"],
+                             "model": r["model"], "protocol": "clean", "profile": "cpu", "seed": s,
+                             "options": "", "split": "test", "convention": None, "metric": r["metric"],
+                             "value": r["value"], **fixed})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- reported
+
+
+def test_reported_csv_ships_with_the_package():
+    assert resources.files("storm_lib").joinpath("reported.csv").is_file()
+
+
+@pytest.mark.skipif(not SHARED_CSV.is_file(), reason="shared/paper/reported.csv not next to the checkout")
+def test_packaged_csv_is_the_shared_transcription():
+    packaged = resources.files("storm_lib").joinpath("reported.csv").read_bytes()
+    assert packaged == SHARED_CSV.read_bytes()
+
+
+def test_reported_shape_and_types():
+    rep = R.reported()
+    assert len(rep) == 502
+    assert rep.groupby("table").size().to_dict() == {"portfolio": 132, "rankic": 40, "trading": 330}
+    assert rep["value"].dtype == float and rep["pm"].dtype == float
+    # the printed text is kept with its digits
+    cw = rep[(rep["table"] == "portfolio") & (rep["dataset"] == "sp500") & (rep["model"] == R.IMPROVEMENT_ROW)
+             & (rep["metric"] == "CW")].iloc[0]
+    assert cw["value_text"] == "34.00" and cw["value"] == 34.0
+    ibm = R.reported("trading", "ibm")
+    assert ibm.set_index(["model", "metric"]).loc[(R.IMPROVEMENT_ROW, "CW"), "value"] == pytest.approx(14.4501)
+    # six trading Improvement cells are printed as "-"; reference rows carry no ±
+    assert R.reported("trading")["value"].isna().sum() == 6
+    assert R.reported("portfolio", "DJ30").set_index(["model", "metric"])["pm"].loc["Market Index"].isna().all()
+    storm = R.reported("rankic", "dj30").set_index(["model", "metric"]).loc[("STORM", "RankIC")]
+    assert (storm["value"], storm["pm"]) == (0.065, 0.038)
+
+
+def test_reported_rejects_unknown_table_and_dataset():
+    with pytest.raises(ValueError, match="unknown table"):
+        R.reported("table4")
+    with pytest.raises(ValueError, match="no reported numbers"):
+        R.reported("portfolio", "nasdaq")
+
+
+def test_model_label_maps_registry_names_to_printed_rows():
+    assert R.model_label("storm_wo_ts") == "STORM-w/o-TS"
+    assert R.model_label("STORM-w/o-CS") == "STORM-w/o-CS"
+    assert R.model_label("factorvae") == "FactorVAE"
+    assert R.model_label("market_index") == "Market Index"
+    assert R.model_label("buy&hold") == "Buy&Hold"
+    assert R.model_label("my model") == "my model"
+
+
+# --------------------------------------------------------------------------- improvement
+
+
+def test_improvement_reproduces_the_dj30_portfolio_row():
+    paper = R._paper_rows("portfolio", "dj30")
+    imp = R.improvement(paper, "portfolio")
+    printed = {"APY": 94.74, "CW": 21.75, "CR": 296.59, "ASR": 119.17, "MDD": 52.00, "AVO": 8.50}
+    for metric, value in printed.items():
+        assert imp.loc[metric, "improvement"] == pytest.approx(value, abs=0.006), metric
+    assert imp.loc["APY", "best_baseline"] == "FactorVAE"
+    assert imp.loc["AVO", "best_baseline"] == "CAFactor"  # lowest AVO: lower is better
+    assert imp.loc["MDD", "direction"] == "down"
+
+
+def test_improvement_uses_the_best_variant_and_the_column_direction():
+    sp = R.improvement(R._paper_rows("portfolio", "sp500"), "portfolio")
+    # SP500 MDD and AVO: STORM-w/o-CS is the best variant (0.146 vs Transformer 0.198)
+    assert sp.loc["MDD", "best_variant"] == "STORM-w/o-CS"
+    assert sp.loc["MDD", "improvement"] == pytest.approx(26.26, abs=0.006)
+    assert sp.loc["AVO", "improvement"] == pytest.approx(2.91, abs=0.006)
+    ric = R.improvement(R._paper_rows("rankic", "sp500"), "rankic")
+    assert ric.loc["RankIC", "improvement"] == pytest.approx(8.772, abs=5e-4)
+    assert ric.loc["RankICIR", "improvement"] == pytest.approx(20.609, abs=5e-4)
+    aapl = R.improvement(R._paper_rows("trading", "AAPL"), "trading")
+    assert aapl.loc["CR", "best_variant"] == "STORM-w/o-TS"
+    assert aapl.loc["CR", "improvement"] == pytest.approx(45.076, abs=5e-4)
+    assert aapl.loc["AVO", "improvement"] < 0  # printed "-": no variant beats the best baseline
+
+
+def test_improvement_check_flags_exactly_the_known_errata():
+    chk = R.improvement_check()
+    assert len(chk) == 46
+    assert set(chk["status"]) <= {"ok", "dash", "erratum"}  # no unexplained mismatch
+    errata = chk[chk["status"] == "erratum"]
+    assert set(zip(errata["table"], errata["dataset"], errata["metric"])) == set(R.PAPER_IMPROVEMENT_ERRATA)
+    assert (chk["status"] == "dash").sum() == 6
+    ibm_cr = errata.set_index(["dataset", "metric"]).loc[("IBM", "CR")]
+    assert ibm_cr["recomputed"] == pytest.approx(25.641, abs=1e-3)
+    # the erratum's explanation: divided by STORM's value instead of the best baseline's
+    assert (1.470 - 1.170) / 1.470 * 100 == pytest.approx(20.408, abs=1e-3)
+
+
+def test_improvement_accepts_a_long_frame_and_averages_seeds():
+    long = pd.DataFrame({
+        "model": ["storm", "storm", "lightgbm", "lightgbm", "storm", "lightgbm"],
+        "metric": ["APY", "APY", "APY", "APY", "MDD", "MDD"],
+        "value": [0.10, 0.14, 0.10, 0.10, 0.20, 0.10],
+        "seed": [0, 1, 0, 1, 0, 0],
+    })
+    imp = R.improvement(long, "portfolio")
+    assert imp.loc["APY", "improvement"] == pytest.approx(20.0)
+    assert imp.loc["MDD", "improvement"] == pytest.approx(-100.0)  # STORM's drawdown is twice as deep
+    assert list(imp.index) == ["APY", "MDD"]
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@pytest.fixture
+def ours():
+    return pd.DataFrame({
+        "model": ["storm"] * 3 + ["LightGBM"] * 3 + ["equal weight"],
+        "metric": ["APY"] * 7,
+        "value": [0.08, 0.09, 0.10, 0.05, 0.06, 0.07, 0.04],
+        "seed": [0, 1, 2, 0, 1, 2, 0],
+    })
+
+
+def test_compare_means_stds_and_paper_columns(ours):
+    cmp = R.compare(ours, "portfolio", "dj30")
+    assert cmp.index[0] == "Market Index" and cmp.index[-1] == "equal weight"  # paper order, then ours
+    storm = cmp.loc["STORM", "APY"]
+    assert storm["ours"] == pytest.approx(0.09)
+    assert storm["ours_std"] == pytest.approx(0.01)
+    assert storm["n"] == 3
+    assert (storm["paper"], storm["paper_pm"]) == (0.148, 0.046)
+    assert storm["delta"] == pytest.approx(0.09 - 0.148)
+    assert cmp.loc["HireVAE", ("APY", "n")] == 0 and np.isnan(cmp.loc["HireVAE", ("APY", "ours")])
+    assert list(cmp.columns.get_level_values(0).unique()) == ["APY", "CW", "CR", "ASR", "MDD", "AVO"]
+    sub = R.compare(ours, "portfolio", "dj30", models=["storm", "lightgbm"], metrics=["APY"])
+    assert list(sub.index) == ["STORM", "LightGBM"] and sub.shape[1] == 6
+
+
+def test_compare_cells_read_as_one_string(ours):
+    cmp = R.compare(ours, "portfolio", "dj30", metrics=["APY"])
+    cells = R.compare_cells(cmp, sep=" | ")
+    assert cells.loc["STORM", "APY"] == "0.090 ± 0.010 (n=3) | paper 0.148 ± 0.046 | Δ −0.058"
+    assert cells.loc["HireVAE", "APY"] == "not run | paper 0.072 ± 0.037"
+    assert cells.loc["equal weight", "APY"] == "0.040 (n=1)"
+    md = R.compare_markdown(cmp)
+    assert md.splitlines()[0] == "| model | APY |"
+    assert "0.090 ± 0.010 (n=3)<br>paper 0.148 ± 0.046<br>Δ −0.058" in md
+
+
+def test_style_compare_colours_by_the_paper_range(ours):
+    pytest.importorskip("jinja2")
+    cmp = R.compare(ours, "portfolio", "dj30", metrics=["APY"])
+    html = R.style_compare(cmp).to_html()
+    assert "range over 10 runs" in html
+    assert R._cell_status(cmp.loc["LightGBM", "APY"]) == "within"   # 0.060 vs 0.069 ± 0.040
+    assert R._cell_status(cmp.loc["STORM", "APY"]) == "outside"     # 0.090 vs 0.148 ± 0.046
+    assert R._cell_status(cmp.loc["HireVAE", "APY"]) == "missing"
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def test_verdict_without_results_says_not_run_yet():
+    for results in (None, pd.DataFrame(columns=list(R.RESULT_COLUMNS))):
+        v = R.verdict(results)
+        assert len(v) == len(R.default_claims())
+        assert (v["replicated"] == "not run yet").all()
+        assert v.loc[0, "paper"] == "0.065 ± 0.038"
+        assert list(v.columns) == ["claim", "paper", "ours", "replicated", "by how much", "runs"]
+
+
+def test_verdict_of_the_papers_own_numbers_replicates_every_claim():
+    v = R.verdict(paper_as_results(seeds=(0, 1)))
+    assert (v["replicated"].str.startswith("yes")).all(), v[["claim", "replicated"]]
+    assert v.loc[0, "ours"] == "0.065 ± 0.000"
+    apy = v[v["claim"].str.contains("every baseline on DJ30 APY")].iloc[0]
+    assert apy["by how much"] == "+94.7 % (paper +94.7 %)"
+    assert v.iloc[-1]["ours"].startswith("5/5")
+    assert set(v["runs"]) == {"cpu, 2 seed(s)"}
+
+
+def test_verdict_filters_protocol_options_and_prefers_profiles():
+    base = paper_as_results(tables=("rankic",))
+    other = base.assign(protocol="paper")
+    audit = base.assign(options="features=official")
+    assert (R.verdict(pd.concat([other, audit]))["replicated"] == "not run yet").all()
+    smoke = base.assign(profile="smoke", value=0.0)
+    v = R.verdict(pd.concat([smoke, base]))
+    assert v.loc[0, "runs"] == "cpu, 1 seed(s)" and v.loc[0, "replicated"] == "yes"
+    v = R.verdict(smoke)  # only smoke runs: used, and the table says so
+    assert v.loc[0, "runs"] == "smoke, 1 seed(s)" and v.loc[0, "replicated"] == "no"
+
+
+def test_verdict_incomplete_and_failed_claims():
+    res = paper_as_results(tables=("rankic",))
+    dj = res[res["universe"] == "dj30"]
+    no_hire = dj[dj["model"] != "HireVAE"]
+    v = R.verdict(no_hire).set_index("claim")
+    row = v.loc["STORM has a higher RankIC than every baseline on DJ30"]
+    assert row["replicated"] == "incomplete"
+    assert "5/6 run" in row["ours"]
+    worse = dj.copy()
+    worse.loc[(worse["model"] == "STORM") & (worse["metric"] == "RankIC"), "value"] = 0.01
+    v = R.verdict(worse).set_index("claim")
+    assert v.loc["STORM has a higher RankIC than every baseline on DJ30", "replicated"] == "no"
+    assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"] == "no"
+    assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "by how much"] == "Δ −0.055, 15% of the paper's"
+    assert v.loc["STORM RankIC on SP500 ≈ 0.062", "replicated"] == "not run yet"
+
+
+def test_verdict_trading_claim_counts_stocks():
+    res = paper_as_results(tables=("trading",))
+    res = res[res["universe"].isin(["AAPL", "IBM"])]
+    row = R.verdict(res).iloc[-1]
+    assert row["ours"] == "2/5: AAPL, IBM (3 not run)"
+    assert row["replicated"] == "partly"
+
+
+def test_cli_writes_the_book_includes(tmp_path):
+    out = tmp_path / "gen"
+    assert R.main(["book", "--out-dir", str(out), "--results", str(tmp_path / "no-results")]) == 0
+    verdict = (out / "verdict.md").read_text()
+    assert "not run yet" in verdict and verdict.startswith("<!-- generated by")
+    assert "| claim | paper | ours | replicated | by how much | runs |" in verdict
+    check = (out / "improvement_check.md").read_text()
+    assert "IBM" in check and "20.408" in check
+    csv = tmp_path / "results.csv"
+    paper_as_results(tables=("rankic",)).to_csv(csv, index=False)
+    assert R.main(["verdict", "--results", str(csv), "--out", str(out / "v.md")]) == 0
+    assert "| STORM RankIC on DJ30 ≈ 0.065 | 0.065 ± 0.038 | 0.065 | yes |" in (out / "v.md").read_text()
+
+
+def test_verdict_reads_the_runner_frame_shape():
+    """load_results' columns: market pseudo-model, options "" , convention "-" rows, run_dir."""
+    rows = []
+    for model, apy, ric in (("market", 0.063, None), ("storm", 0.10, 0.02), ("lightgbm", 0.05, 0.03)):
+        for seed in ((0,) if model == "market" else (0, 1)):
+            spec = dict(task="portfolio", universe="dj30", model=model, options="", protocol="clean",
+                        profile="cpu", seed=seed, run_dir=f"results/x/{model}-{seed}")
+            for split in ("valid", "test"):
+                rows.append({**spec, "split": split, "convention": "-", "metric": "turnover", "value": 0.3})
+                for conv in ("standard", "paper", "official"):
+                    rows.append({**spec, "split": split, "convention": conv, "metric": "APY",
+                                 "value": apy if conv == "paper" else -1.0})
+                if ric is not None:
+                    for conv in ("standard", "official"):
+                        rows.append({**spec, "split": split, "convention": conv, "metric": "RankIC",
+                                     "value": ric if conv == "standard" and split == "test" else -1.0})
+    v = R.verdict(pd.DataFrame(rows)).set_index("claim")
+    assert v.loc["STORM beats the Market Index on DJ30 APY", "ours"] == "0.100 vs Market Index 0.063 (+58.7 %)"
+    assert v.loc["STORM beats the Market Index on DJ30 APY", "replicated"] == "yes"
+    assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "ours"] == "0.020 ± 0.000"
+    row = v.loc["STORM has a higher RankIC than every baseline on DJ30"]
+    assert row["replicated"] == "no" and row["ours"] == "0.020 vs LightGBM 0.030 (−33.3 %); 1/6 run"
+
+
+def test_verdict_trading_rows_may_name_the_stock_in_a_column():
+    res = paper_as_results(tables=("trading",))
+    res = res.assign(stock=res["universe"], universe="dj30")
+    assert R.verdict(res).iloc[-1]["ours"] == "5/5: AAPL, JPM, IBM, INTC, MSFT"
+
+
+def test_compare_refuses_a_frame_that_mixes_conventions(ours):
+    mixed = pd.concat([ours.assign(convention="paper"), ours.assign(convention="standard")])
+    with pytest.raises(ValueError, match="filter one split, convention"):
+        R.compare(mixed, "portfolio", "dj30")
+    empty = R.compare(ours.iloc[0:0], "portfolio", "dj30")
+    assert (empty.xs("n", axis=1, level="field") == 0).all().all()
