@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
@@ -226,6 +227,7 @@ def train_agent(
                   train_freq=1, gradient_steps=1)
         model = SAC("MlpPolicy", envs, **{**kw, **cfg}, **common)
 
+    model.set_logger(Logger(None, []))  # no log folder per agent (SB3's default writes one under /tmp)
     checkpoint = ValidationCheckpoint(wrap(valid_env), every, select)
     bar = _Progress(timesteps, f"{algo} ({timesteps:,} steps)", not progress)
     t0 = time.perf_counter()
