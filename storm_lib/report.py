@@ -184,7 +184,11 @@ def summarise(ours: pd.DataFrame) -> pd.DataFrame:
                              f"{first['metric']!r} seed {first['seed']!r}: filter one split, convention, "
                              "protocol, profile and options first")
     g = ours.dropna(subset=["value"]).groupby(["model", "metric"], sort=False)["value"]
-    return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
+    runs = ours.groupby(["model", "metric"], sort=False)["value"].size()  # NaN values included
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reindex(runs.index)
+    out["n"] = out["n"].fillna(0).astype(int)
+    out["runs"] = runs
+    return out
 
 
 def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] | None = None,
@@ -199,7 +203,8 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
     two-level columns (metric, field), fields:
 
     ``ours`` mean over seeds, ``ours_std`` standard deviation over seeds (ddof 1; NaN for one seed),
-    ``n`` number of seeds, ``paper`` the paper's mean, ``paper_pm`` the paper's ± — **a range over
+    ``n`` number of seeds with a defined value, ``runs`` number of runs (a metric can be undefined in
+    a run, e.g. the Sharpe ratio of an agent that never traded), ``paper`` the paper's mean, ``paper_pm`` the paper's ± — **a range over
     10 runs, not a standard deviation** — and ``delta`` = ours − paper.
     Render it with :func:`compare_cells`, :func:`style_compare` or :func:`compare_markdown`.
     """
@@ -212,7 +217,7 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
         models = list(paper.index) + ours_models
     else:
         models = [model_label(m) for m in models]
-    fields = ("ours", "ours_std", "n", "paper", "paper_pm", "delta")
+    fields = ("ours", "ours_std", "n", "runs", "paper", "paper_pm", "delta")
     data = {}
     for metric in metrics:
         cols = {f: [] for f in fields}
@@ -224,6 +229,7 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
             cols["ours"].append(o)
             cols["ours_std"].append(float(s["std"]) if s is not None else np.nan)
             cols["n"].append(int(s["n"]) if s is not None else 0)
+            cols["runs"].append(int(s["runs"]) if s is not None else 0)
             cols["paper"].append(pv)
             cols["paper_pm"].append(float(p["pm"]) if p is not None else np.nan)
             cols["delta"].append(o - pv)
@@ -257,6 +263,8 @@ def compare_cells(cmp: pd.DataFrame, digits: int = 3, sep: str = "<br>") -> pd.D
             if c["n"] > 0:
                 sd = f" ± {_num(c['ours_std'], digits)}" if np.isfinite(c["ours_std"]) else ""
                 parts.append(f"{_num(c['ours'], digits)}{sd} (n={int(c['n'])})")
+            elif c.get("runs", 0) > 0:
+                parts.append(f"undefined in our run(s) (n={int(c['runs'])})")
             else:
                 parts.append("not run")
             if np.isfinite(c["paper"]):

@@ -154,7 +154,7 @@ def test_compare_means_stds_and_paper_columns(ours):
     assert cmp.loc["HireVAE", ("APY", "n")] == 0 and np.isnan(cmp.loc["HireVAE", ("APY", "ours")])
     assert list(cmp.columns.get_level_values(0).unique()) == ["APY", "CW", "CR", "ASR", "MDD", "AVO"]
     sub = R.compare(ours, "portfolio", "dj30", models=["storm", "lightgbm"], metrics=["APY"])
-    assert list(sub.index) == ["STORM", "LightGBM"] and sub.shape[1] == 6
+    assert list(sub.index) == ["STORM", "LightGBM"] and sub.shape[1] == 7
 
 
 def test_compare_cells_read_as_one_string(ours):
@@ -287,3 +287,14 @@ def test_compare_refuses_a_frame_that_mixes_conventions(ours):
         R.compare(mixed, "portfolio", "dj30")
     empty = R.compare(ours.iloc[0:0], "portfolio", "dj30")
     assert (empty.xs("n", axis=1, level="field") == 0).all().all()
+
+
+def test_a_run_with_an_undefined_metric_is_not_reported_as_missing():
+    ours = pd.DataFrame({"model": ["ppo", "ppo", "dqn"], "metric": ["ASR", "APY", "APY"],
+                         "value": [np.nan, 0.0, 0.1], "seed": [0, 0, 0]})
+    cmp = R.compare(ours, "trading", "AAPL", models=["ppo", "dqn", "sac"], metrics=["ASR", "APY"])
+    assert cmp.loc["PPO", ("ASR", "n")] == 0 and cmp.loc["PPO", ("ASR", "runs")] == 1
+    cells = R.compare_cells(cmp, sep=" | ")
+    assert cells.loc["PPO", "ASR"].startswith("undefined in our run(s) (n=1)")
+    assert cells.loc["SAC", "ASR"].startswith("not run")
+    assert cells.loc["PPO", "APY"].startswith("0.000 (n=1)")

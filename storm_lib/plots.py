@@ -1,0 +1,229 @@
+"""Figures of the replication notebooks (matplotlib, object-oriented: no pyplot state).
+
+Every function returns a :class:`matplotlib.figure.Figure`; in a notebook the returned figure is shown
+once (IPython's inline formatter). Inputs are the frames of :mod:`storm_lib.notebook`:
+
+* :func:`wealth`, :func:`drawdown`: daily returns, index date, columns model or (model, seed); several
+  seeds are drawn as the mean of their wealth curves. The reference row (``Market Index``) is dashed black.
+* :func:`rolling_rankic`: daily RankIC, same layout; the seeds' daily values are averaged, then rolled.
+* :func:`code_usage`: a ``codes`` table (branch, code, count), usage sorted by frequency per branch.
+* :func:`codebook_curve`: :func:`storm_lib.notebook.codebook_sweep` against the codebook size, the paper's
+  Figure 3b beside it.
+* :func:`equity_curves`: trading equity (method, seed, stock, date, equity), one panel per stock.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+REFERENCE = ("Market Index", "Buy&Hold")
+STORM_STYLE = {"STORM": dict(color="#c0392b", lw=2.2), "STORM-w/o-TS": dict(color="#e67e22", lw=1.4, ls="-."),
+               "STORM-w/o-CS": dict(color="#8e44ad", lw=1.4, ls="-.")}
+_CYCLE = ["#1f77b4", "#2ca02c", "#17becf", "#7f7f7f", "#bcbd22", "#8c564b", "#e377c2", "#393b79", "#006d77"]
+
+
+def _style(label: str, i: int) -> dict:
+    if label in REFERENCE:
+        return dict(color="black", lw=1.6, ls="--")
+    if label in STORM_STYLE:
+        return dict(STORM_STYLE[label])
+    return dict(color=_CYCLE[i % len(_CYCLE)], lw=1.0, alpha=0.9)
+
+
+class NotebookFigure(Figure):
+    """A Figure that shows itself as a PNG in IPython without pyplot (one output, no global state)."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+
+
+def _figure(n: int = 1, ncols: int | None = None, width: float = 9.0, height: float = 4.0, sharex=False):
+    ncols = ncols or n
+    nrows = math.ceil(n / ncols)
+    fig = NotebookFigure(figsize=(width, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def _by_model(frame: pd.DataFrame, transform) -> pd.DataFrame:
+    """Apply ``transform`` (Series -> Series) to each column, then average over the ``seed`` level."""
+    if frame.empty:
+        return frame
+    out = frame.apply(transform)
+    if isinstance(out.columns, pd.MultiIndex):
+        out = out.T.groupby(level=0, sort=False).mean().T
+    return out
+
+
+def wealth_curves(returns: pd.DataFrame) -> pd.DataFrame:
+    """Cumulative wealth (start 1) per model, the mean over seeds of each seed's wealth curve."""
+    return _by_model(returns, lambda r: (1.0 + r.fillna(0.0)).cumprod())
+
+
+def drawdowns(returns: pd.DataFrame) -> pd.DataFrame:
+    """Drawdown (≤ 0) of each model's mean wealth curve, measured from an initial wealth of 1."""
+    w = wealth_curves(returns)
+    peak = np.maximum(w.cummax(), 1.0)
+    return w / peak - 1.0
+
+
+def _dates(ax) -> None:
+    loc = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+
+
+def _lines(ax, frame: pd.DataFrame, order=None):
+    cols = [c for c in (order or []) if c in frame.columns] + [c for c in frame.columns if c not in (order or [])]
+    others = 0
+    for c in cols:
+        st = _style(c, others)
+        if c not in REFERENCE and c not in STORM_STYLE:
+            others += 1
+        ax.plot(frame.index, frame[c], label=c, **st)
+    if isinstance(frame.index, pd.DatetimeIndex):
+        _dates(ax)
+
+
+def _legend(fig, ax) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8, frameon=False)
+
+
+def _empty(ax, text="no finished runs"):
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#888888")
+
+
+def wealth(returns: pd.DataFrame, title: str = "", order=None) -> Figure:
+    """Cumulative wealth of each model's portfolio against the market index (dashed black)."""
+    fig, (ax,) = _figure(1, height=4.5)
+    w = wealth_curves(returns)
+    if w.empty:
+        _empty(ax)
+    else:
+        _lines(ax, w, order)
+        ax.axhline(1.0, color="#cccccc", lw=0.8, zorder=0)
+        _legend(fig, ax)
+    ax.set_ylabel("wealth (start = 1)")
+    ax.set_title(title or "Cumulative wealth, TopK-Drop portfolios vs market index")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def drawdown(returns: pd.DataFrame, title: str = "", order=None) -> Figure:
+    """Drawdown of each model's wealth curve (0 at a new high)."""
+    fig, (ax,) = _figure(1, height=3.5)
+    d = drawdowns(returns)
+    if d.empty:
+        _empty(ax)
+    else:
+        _lines(ax, d, order)
+        _legend(fig, ax)
+    ax.set_ylabel("drawdown")
+    ax.set_title(title or "Drawdown")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def rolling_rankic(ic: pd.DataFrame, window: int = 63, title: str = "", order=None) -> Figure:
+    """Rolling mean (``window`` trading days) of the daily cross-sectional RankIC of each model."""
+    fig, (ax,) = _figure(1, height=4.0)
+    daily = _by_model(ic, lambda s: s)
+    if daily.empty:
+        _empty(ax)
+    else:
+        roll = daily.rolling(window, min_periods=max(5, window // 3)).mean()
+        _lines(ax, roll, order)
+        ax.axhline(0.0, color="black", lw=0.8)
+        _legend(fig, ax)
+    ax.set_ylabel(f"RankIC, {window}-day rolling mean")
+    ax.set_title(title or "Daily RankIC over the test period")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def code_usage(codes: pd.DataFrame, title: str = "") -> Figure:
+    """Codebook usage: share of the test windows' tokens per code, codes sorted by frequency, one panel
+    per branch (TS, CS), with the share of codes used and the perplexity of the usage distribution."""
+    branches = [b for b in ("ts", "cs") if b in set(codes.get("branch", []))]
+    fig, axes = _figure(max(len(branches), 1), height=3.6, width=10)
+    if not branches:
+        _empty(axes[0], "no codebook usage table")
+        return fig
+    for ax, b in zip(axes, branches):
+        c = codes.loc[codes["branch"] == b, "count"].to_numpy(dtype=float)
+        total = c.sum()
+        share = np.sort(c)[::-1] / total * 100 if total > 0 else np.zeros_like(c)
+        ax.bar(np.arange(len(share)), share, width=1.0, color="#1f77b4" if b == "ts" else "#c0392b")
+        p = c[c > 0] / total if total > 0 else np.array([])
+        ppl = float(np.exp(-(p * np.log(p)).sum())) if p.size else float("nan")
+        ax.set_title(f"{b.upper()} codebook: {int((c > 0).sum())}/{len(c)} codes used, perplexity {ppl:.0f}")
+        ax.set_xlabel("code rank (most used first)")
+        ax.set_ylabel("usage (% of tokens)")
+        ax.axhline(100.0 / len(c), color="black", lw=0.8, ls="--", label="uniform")
+        ax.legend(fontsize=8, frameon=False)
+        ax.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def codebook_curve(sweep: pd.DataFrame, title: str = "") -> Figure:
+    """RankIC and RankICIR against the codebook size (log2 axis): ours (mean ± std over seeds) and the
+    paper's Figure 3b (read by eye)."""
+    fig, axes = _figure(2, height=3.6, width=10)
+    for ax, metric in zip(axes, ("RankIC", "RankICIR")):
+        if sweep.empty:
+            _empty(ax)
+        else:
+            k = sweep.index.to_numpy(dtype=float)
+            err = sweep[f"{metric}_std"].fillna(0.0).to_numpy()
+            ax.errorbar(k, sweep[metric], yerr=err, marker="o", color="#c0392b", capsize=3, label="ours")
+            paper = sweep[f"paper_{metric}"]
+            if paper.notna().any():
+                ax.plot(k, paper, marker="s", ls="--", color="#555555", label="paper Fig. 3b (read by eye)")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(k, [str(int(x)) for x in k])
+            ax.legend(fontsize=8, frameon=False)
+        ax.set_xlabel("codebook size K")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def equity_curves(eq: pd.DataFrame, stocks=None, title: str = "", order=None, ncols: int = 2) -> Figure:
+    """Trading equity (start = 1) of every method per stock; seeds averaged; Buy&Hold dashed black."""
+    stocks = list(stocks) if stocks is not None else list(dict.fromkeys(eq["stock"]))
+    fig, axes = _figure(max(len(stocks), 1), ncols=min(ncols, max(len(stocks), 1)), height=3.4, width=11)
+    if eq.empty or not stocks:
+        _empty(axes[0])
+        return fig
+    for ax, stock in zip(axes, stocks):
+        e = eq[eq["stock"] == stock]
+        if e.empty:
+            _empty(ax)
+            ax.set_title(stock)
+            continue
+        e = e.assign(norm=e["equity"] / e.groupby(["method", "seed"])["equity"].transform("first"))
+        w = e.pivot_table(index="date", columns="method", values="norm", aggfunc="mean", sort=False)
+        _lines(ax, w, order)
+        ax.axhline(1.0, color="#cccccc", lw=0.8, zorder=0)
+        ax.set_title(stock)
+        ax.set_ylabel("equity (start = 1)")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes[0])
+    if title:
+        fig.suptitle(title)
+    return fig
