@@ -178,8 +178,13 @@ def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _task_config(task: str) -> dict:
-    return dict(getattr(TASKS[task], "config", None) or {})
+def _task_config(spec: RunSpec) -> dict:
+    """The task's fixed settings for this run: ``task.config``, a dict, or a callable of the spec (so a
+    setting that only one model uses, e.g. an RL agent's budget, is hashed into that model's runs only)."""
+    cfg = getattr(TASKS[spec.task], "config", None)
+    if callable(cfg):
+        cfg = cfg(spec)
+    return dict(cfg or {})
 
 
 def identity(spec: RunSpec, ctx: RunContext) -> dict:
@@ -189,7 +194,7 @@ def identity(spec: RunSpec, ctx: RunContext) -> dict:
     return {
         "spec": {**asdict(spec), "options": spec.options_dict},
         "profile": profile,
-        "task_config": _task_config(spec.task),
+        "task_config": _task_config(spec),
         "data": {"prices": ctx.prices_hash(spec.universe), "index": ctx.index_hash(spec.universe)},
         "feature_version": FEATURE_VERSION,
         "results_version": RESULTS_VERSION,
@@ -358,7 +363,7 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
             "hash": run_hash(spec, ctx),
             "identity": identity(spec, ctx),
             "config": {"profile": asdict(get_profile(spec.profile)), "options": spec.options_dict,
-                       "task": _task_config(spec.task)},
+                       "task": _task_config(spec)},
             "info": out.info,
             "tables": sorted(p.name for p in partial.iterdir() if p.is_file() and p.name not in ("owner.json",)),
             "versions": versions(),

@@ -199,3 +199,13 @@ def test_methods_end_to_end_on_dj30(method, dj30_setup, one_torch_thread):
         bh = buy_and_hold(dj30_setup.prices["AAPL"], "2021-04-01", "2024-03-31")
         np.testing.assert_allclose(test["equity"].to_numpy(), bh.to_numpy(), rtol=1e-12)
     assert METHODS[method]
+
+
+def test_task_config_hashes_only_the_methods_own_budget():
+    from storm_lib.run import RunSpec
+    from storm_lib.trading.experiment import run_task
+
+    cfg = {m: run_task.config(RunSpec("trading", "dj30", m, profile="cpu")) for m in ("buy_and_hold", "sac", "storm")}
+    assert cfg["buy_and_hold"]["agent"] is None
+    assert cfg["sac"]["agent"]["algo"] == "sac" and cfg["sac"]["agent"]["reward_scale"] == 100.0
+    assert cfg["storm"]["agent"]["algo"] == "ppo" and cfg["storm"]["agent"]["timesteps"] == budget("ppo", "cpu")["timesteps"]

@@ -13,6 +13,11 @@ greedy policy trades the whole validation span; the weights with the best valida
 (``select="asr"``, standard annualised; or ``"cw"``, final wealth) are restored at the end. The
 official code evaluates on the test span (its valid = test) and has no selection rule.
 
+Training rewards: the env's daily return, multiplied by ``reward_scale`` for SAC (100, i.e. percent):
+with rewards of about 1e-2 SAC's entropy bonus outweighs every Q-value difference and its mean action
+never leaves the "hold" third (measured: no trade at any checkpoint in 20,000 steps on any of the five
+stocks). Evaluation and all metrics use the env's unscaled returns.
+
 Budgets (:data:`BUDGETS`) are per profile. ``cpu`` keeps one agent within about 3 minutes on a 2-core
 machine (measured in benchmarks/RESULTS.md); the official PPO runs 1e8 environment steps, ``paper``
 keeps that number for PPO and gives DQN / SAC 1e6 (the paper states no budget for them).
@@ -46,18 +51,19 @@ BUDGETS: dict[str, dict[str, dict]] = {
     "smoke": {
         "ppo": dict(timesteps=1_024, eval_every=512, n_envs=2, n_steps=64),
         "dqn": dict(timesteps=600, eval_every=300, learning_starts=100, buffer_size=1_000),
-        "sac": dict(timesteps=300, eval_every=150, learning_starts=100, buffer_size=1_000),
+        "sac": dict(timesteps=300, eval_every=150, learning_starts=100, buffer_size=1_000, reward_scale=100.0),
     },
     "cpu": {
         "ppo": dict(timesteps=51_200, eval_every=5_120, n_envs=4, n_steps=128),
         "dqn": dict(timesteps=50_000, eval_every=5_000, learning_starts=1_000, buffer_size=20_000),
         "sac": dict(timesteps=20_000, eval_every=2_000, learning_starts=1_000, buffer_size=20_000,
-                    train_freq=4),
+                    train_freq=4, reward_scale=100.0),
     },
     "paper": {
         "ppo": dict(timesteps=100_000_000, eval_every=10_000, n_envs=4, n_steps=128),
         "dqn": dict(timesteps=1_000_000, eval_every=10_000, learning_starts=10_000, buffer_size=200_000),
-        "sac": dict(timesteps=1_000_000, eval_every=10_000, learning_starts=10_000, buffer_size=200_000),
+        "sac": dict(timesteps=1_000_000, eval_every=10_000, learning_starts=10_000, buffer_size=200_000,
+                    reward_scale=100.0),
     },
 }
 
@@ -198,8 +204,14 @@ def train_agent(
     cfg = {**budget(algo, profile), **overrides}
     timesteps, every = int(cfg.pop("timesteps")), int(cfg.pop("eval_every"))
     n_envs = int(cfg.pop("n_envs", 1))
+    scale = float(cfg.pop("reward_scale", 1.0))
     wrap = ContinuousActionWrapper if algo == "sac" else (lambda e: e)
-    envs = DummyVecEnv([(lambda i=i: wrap(make_train_env(i))) for i in range(n_envs)])
+
+    def train_env(i):
+        env = wrap(make_train_env(i))
+        return env if scale == 1.0 else gym.wrappers.TransformReward(env, lambda r: scale * r)
+
+    envs = DummyVecEnv([(lambda i=i: train_env(i)) for i in range(n_envs)])
     envs.seed(seed)
 
     policy_kwargs: dict = {"net_arch": [64, 64]}

@@ -234,14 +234,17 @@ def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", p
 
 #: fixed settings of the trading task, hashed into each run's identity by :mod:`storm_lib.run`
 CONFIG = {"stocks": list(STOCKS), "cost": 1e-4, "cash": 1e5, "price": "adj_close", "feature_window": FEATURE_WINDOW,
-          "train_episode_length": 252, "select": "asr", "signal_label": "raw", "budgets": None}
+          "train_episode_length": 252, "select": "asr", "signal_label": "raw"}
 AGENT_PREFIX = "agent_"   # run options starting with this go to the RL budget, e.g. agent_timesteps=2048
 
 
-def _task_config() -> dict:
-    from .agents import BUDGETS
+def task_config(spec) -> dict:
+    """:data:`CONFIG` plus, for an RL method, its agent budget at the run's profile (so changing one
+    agent's budget changes only that agent's runs)."""
+    from .agents import ALGOS, budget
 
-    return {**CONFIG, "budgets": BUDGETS}
+    algo = spec.model if spec.model in ALGOS else ("ppo" if spec.model in STORM_METHODS else None)
+    return {**CONFIG, "agent": {"algo": algo, **budget(algo, spec.profile)} if algo else None}
 
 
 def run_task(spec, ctx):
@@ -284,5 +287,5 @@ def run_task(spec, ctx):
     return RunOutput(metrics=metrics, tables=tables, info=info)
 
 
-run_task.config = _task_config()
+run_task.config = task_config
 run_task.models = tuple(METHODS)
