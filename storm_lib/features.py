@@ -18,6 +18,9 @@ What is computed
 ``auto`` picks ``alpha158`` when open, high, low and volume are all present and not all-NaN, otherwise
 ``alpha158_close``, with a ``UserWarning`` naming the missing columns and the dropped operator groups.
 
+``official152`` (152 features): the authors' released variant, reproduced for the protocol audit only
+(section "official152" below); ``auto`` never selects it.
+
 The formulas are Qlib's, as facts (``microsoft/qlib``: ``qlib/contrib/data/loader.py: Alpha158DL``,
 operators in ``qlib/data/ops.py`` and ``qlib/data/_libs/rolling.pyx``); the code here is our own,
 vectorised over all tickers. With C, O, H, L the adjusted prices, V the volume, eps = 1e-12 and
@@ -48,7 +51,46 @@ VSUMPd, VSUMNd, VSUMDd     as SUMP/SUMN/SUMD with dV in place of dC
 =========================  ====================================================================
 
 (The authors' released code computes a deviating variant, see ``official-code.md`` section 1; we compute
-the definitions above.)
+the definitions above by default, and that variant as ``official152``, below.)
+
+``official152``: the official code's features (audit switch (f), never the default)
+-----------------------------------------------------------------------------------
+The 152 columns of the authors' processor (``storm/processor/processor.py: cal_factor``), as
+``official-code.md`` §1 describes them, quirks included, for the protocol audit only
+(:mod:`storm_lib.audit`). ``auto`` never picks it; it needs open, high, low and volume. With C, O, H, L
+the **raw** ``close``/``open``/``high``/``low`` columns (not dividend-adjusted, unlike ``alpha158``),
+A = ``adj_close``, V = volume, r_t = C_t/C_{t-1} - 1, w in 5, 10, 20, 30, 60:
+
+* 5 price levels ``open high low close adj_close`` (raw levels; the normalisation scales them);
+* 9 K-bar ``kmid`` (C-O)/**C**, ``kmid2``, ``klen``, ``kup``, ``kup2``, ``klow``, ``klow2``, ``ksft``,
+  ``ksft2`` (Qlib's other formulas, in the processor's order);
+* 27 operators x 5 windows, operator-major (``roc_5 ... roc_60 ma_5 ...``): ``roc`` C_{t-w}/C_t;
+  ``ma``, ``std`` (ddof 1), ``max``, ``min`` (of **C**, not H/L), ``qtlu``/``qtld`` (0.8/0.2 linear
+  quantiles) of C over the window, each / C_t; ``beta`` (C_{t-w} - C_t)/(w C_t) (a reversed end-point
+  difference, no regression); ``rank`` = percentile rank of C_t in its window (average ties, in (0, 1])
+  **/ w**; ``imax``/``imin`` = 0-based position of the first max of H / min of L from the window's oldest
+  row, / w; ``imxd`` = (imax - imin position) / w; ``rsv`` = (C - m)/(M - m + 1e-12) with
+  m = min(L_t, C_{t-w}), M = max(H_t, C_{t-w}) element-wise (not rolling); ``cntp``/``cntn`` = share of
+  r > 0 / r < 0 in the window (r_0 is NaN and counts as neither), ``cntd`` = cntp - cntn; ``corr`` and
+  ``cord`` **constant** (official-code.md §10.22: the second series is passed as pandas' ``pairwise``
+  argument, so C, resp. C_t/C_{t-1}, is correlated with itself): 1 on every complete window whose values
+  are not all equal, 0 on a flat window (0/0) and in the warm-up; ``sump`` = sum max(r, 0) /
+  (sum |r| + 1e-12) (the clipping as pandas < 3 executed it; under copy-on-write the official line is a
+  no-op, §10.23), ``sumn`` = 1 - sump, ``sumd`` = 2 sump - 1; ``vma``, ``vstd`` = mean/std of V over the
+  window / (V_t + 1e-12); ``wvma`` = std/(mean + 1e-12) of |r| V; ``vsump``/``vsumn``/``vsumd`` as
+  sump/sumn/sumd on dV = V_t - V_{t-1};
+* 3 calendar fields ``day`` (1-31), ``weekday`` (Monday = 0 ... 6), ``month`` (1-12), raw integers. They
+  are lower-case on purpose: :mod:`storm_lib.panel` leaves only the upper-case Alpha158 calendar columns
+  unnormalised, and the official scaler z-scores these like every other column.
+
+Semantics: pandas' ``rolling(w)`` defaults, so a value needs w non-NaN observations (``shift(w)``: w
+earlier rows); each ticker is computed on its own rows (its sessions in date order, no calendar
+reindexing, as the official processor does per asset file); then ``+-inf -> NaN -> 0`` on every cell
+that has an input row, warm-up rows included (so warm-up values are 0, not NaN). Cells without an
+input row are NaN, as for every set. Every value at row t reads rows <= t of its ticker only (tested
+by perturbing and deleting the future). The ``adj_close`` level at t is an input column taken as given:
+a back-adjusted series embeds later dividends in its level (official-code.md §10.7); nothing here reads
+a later row.
 
 Operator semantics (decided from Qlib's source; all windows end at, and include, day t)
 ---------------------------------------------------------------------------------------
@@ -91,7 +133,8 @@ NaN rules of the output
   its last, and in any hole. ``FeatureArray.observed`` tells which cells had a row.
 * ``±inf`` results (a zero denominator) become NaN. Other NaN are warm-up NaN (e.g. ``ROC60`` in the
   first 60 rows of a ticker, ``STD``/``CORR`` on a ticker's first day) and are kept: this module does not
-  fill anything; the panel module decides fills and normalisation.
+  fill anything; the panel module decides fills and normalisation. (Exception: ``official152`` fills
+  them with 0, as the official code does.)
 * Large finite values are kept as Qlib computes them: on a zero-volume day ``VMA``/``VSTD`` divide by
   ``0 + 1e-12`` and reach ~1e19 (12 such bars in the S&P 500 data). Normalisation must be robust to them.
 
@@ -142,6 +185,7 @@ __all__ = [
     "WINDOWS",
     "FeatureArray",
     "alpha158_names",
+    "official152_names",
     "resolve_feature_set",
     "compute_features",
     "build_features",
@@ -168,10 +212,21 @@ CLOSE_ONLY_OPS = (
 )  # fmt: skip
 CALENDAR = ("DAY", "WEEKDAY", "MONTH")
 
-#: the concrete feature sets; ``"auto"`` resolves to one of them from the data
-FEATURE_SETS = ("alpha158", "alpha158_close")
+#: the official code's 152 features (official-code.md §1), names as in its processor
+OFFICIAL_PRICES = ("open", "high", "low", "close", "adj_close")
+OFFICIAL_KBAR = ("kmid", "kmid2", "klen", "kup", "kup2", "klow", "klow2", "ksft", "ksft2")
+OFFICIAL_OPS = (
+    "roc", "ma", "std", "beta", "max", "min", "qtlu", "qtld", "rank", "imax", "imin", "imxd", "rsv",
+    "cntp", "cntn", "cntd", "corr", "cord", "sump", "sumn", "sumd", "vma", "vstd", "wvma",
+    "vsump", "vsumn", "vsumd",
+)  # fmt: skip
+OFFICIAL_CALENDAR = ("day", "weekday", "month")
+
+#: the concrete feature sets; ``"auto"`` resolves to ``alpha158`` or ``alpha158_close`` from the data
+#: (never to ``official152``, the audit switch (f): ask for it by name)
+FEATURE_SETS = ("alpha158", "alpha158_close", "official152")
 _ALL_SET_NAMES = FEATURE_SETS + ("auto",)
-#: the columns that ``alpha158`` needs beyond close and adj_close
+#: the columns that ``alpha158`` (and ``official152``) need beyond close and adj_close
 OHLV = ("open", "high", "low", "volume")
 SCHEMA = ("date", "ticker", "open", "high", "low", "close", "adj_close", "volume")
 
@@ -180,12 +235,22 @@ def _rolling_names(ops) -> list[str]:
     return [f"{op}{d}" for op in ops for d in WINDOWS]
 
 
+def official152_names() -> list[str]:
+    """The 152 names of ``official152``, in the official processor's column order: 5 prices, 9 K-bar,
+    27 operators x 5 windows (operator-major, ``roc_5 roc_10 ... vsumd_60``), 3 calendar fields."""
+    ops = [f"{op}_{d}" for op in OFFICIAL_OPS for d in WINDOWS]
+    return list(OFFICIAL_PRICES) + list(OFFICIAL_KBAR) + ops + list(OFFICIAL_CALENDAR)
+
+
 def alpha158_names(feature_set: str = "alpha158") -> list[str]:
-    """The ordered feature names of ``feature_set`` (``"alpha158"``: 160, ``"alpha158_close"``: 78)."""
+    """The ordered feature names of ``feature_set`` (``"alpha158"``: 160, ``"alpha158_close"``: 78,
+    ``"official152"``: 152, see :func:`official152_names`)."""
     if feature_set == "alpha158":
         return list(KBAR) + list(PRICE) + _rolling_names(ROLLING_OPS) + list(CALENDAR)
     if feature_set == "alpha158_close":
         return _rolling_names(CLOSE_ONLY_OPS) + list(CALENDAR)
+    if feature_set == "official152":
+        return official152_names()
     if feature_set == "auto":
         raise ValueError(
             "feature_set 'auto' depends on the data; call resolve_feature_set(prices) first, "
@@ -314,6 +379,11 @@ def resolve_feature_set(prices: pd.DataFrame, feature_set: str = "auto", *, warn
     if feature_set not in _ALL_SET_NAMES:
         raise ValueError(f"unknown feature_set {feature_set!r}; valid: {list(_ALL_SET_NAMES)}")
     bad = _unusable_ohlv(prices)
+    if feature_set == "official152" and bad:
+        raise ValueError(
+            f"feature_set 'official152' needs open, high, low and volume, but {', '.join(bad)} "
+            f"{'is' if len(bad) == 1 else 'are'} missing or entirely NaN in these prices"
+        )
     if feature_set == "alpha158" and bad:
         raise ValueError(
             f"feature_set 'alpha158' needs open, high, low and volume, but {', '.join(bad)} "
@@ -610,6 +680,161 @@ def _static_features(p: _Panel, dates: pd.DatetimeIndex, wanted: set[str]):
             yield name, np.broadcast_to(cal[name].astype(np.float64)[:, None], shape)
 
 
+# --------------------------------------------------------------------------------------------
+# The official code's 152 features (audit switch (f); official-code.md §1, §10.22-23)
+# --------------------------------------------------------------------------------------------
+
+
+def _own_rows(observed: np.ndarray):
+    """Per ticker, the permutation that lists its observed rows first, in date order, and the mask of
+    rows inside that prefix. The official processor computes every ticker on its own rows (no calendar
+    reindexing); on this layout ``shift``/``rolling`` run along each ticker's own sessions."""
+    order = np.argsort(~observed, axis=0, kind="stable")
+    inside = np.arange(observed.shape[0])[:, None] < observed.sum(axis=0)[None, :]
+    return order, inside
+
+
+def _full_roll(a: np.ndarray, d: int):
+    """pandas ``rolling(d)``: a result needs d non-NaN observations (the official code's default)."""
+    return pd.DataFrame(a, copy=False).rolling(d)
+
+
+def _argext0_full(x: np.ndarray, d: int, largest: bool) -> np.ndarray:
+    """``rolling(d).apply(np.argmax/np.argmin)``: 0-based position of the first extreme counted from
+    the window's oldest row; NaN unless the window holds d non-NaN values."""
+    T, N = x.shape
+    out = np.full((T, N), np.nan)
+    if T < d:
+        return out
+    view = np.lib.stride_tricks.sliding_window_view(x, d, axis=0)  # (T-d+1, N, d), oldest first
+    pos = (view.argmax(axis=-1) if largest else view.argmin(axis=-1)).astype(np.float64)
+    full = _full_roll(x, d).count().to_numpy()[d - 1:] == d
+    out[d - 1:] = np.where(full, pos, np.nan)
+    return out
+
+
+def _self_corr(x: np.ndarray, d: int) -> np.ndarray:
+    """What the official ``x.rolling(d).corr(pairwise=y.rolling(d))`` returns: ``pairwise`` is not the
+    second series, so x is correlated with itself (official-code.md §10.22). That is 1 on every window
+    of d non-NaN values that are not all equal (pandas' own value differs from 1 by rounding only,
+    ~1e-12); a flat window gives 0/0 and the warm-up NaN, both 0 after the final fill."""
+    r = _full_roll(x, d)
+    hi, lo = r.max().to_numpy(), r.min().to_numpy()
+    return np.where(np.isfinite(hi) & (hi != lo), 1.0, np.nan)
+
+
+def _official_window_features(O, H, L, C, V, d: int):
+    """Yield (name, T x N float64) of the 27 rolling operators of window d, on own-row arrays."""
+    C_d = _shift(C, d)
+    prev = _shift(C, 1)
+    ret1 = C / prev - 1.0                                  # pandas pct_change: NaN on the first row
+    roll_c = _full_roll(C, d)
+    cntp = _full_roll((ret1 > 0).astype(np.float64), d).sum().to_numpy() / d  # NaN > 0 is False
+    cntn = _full_roll((ret1 < 0).astype(np.float64), d).sum().to_numpy() / d
+    sump = (_full_roll(np.where(ret1 < 0, 0.0, ret1), d).sum().to_numpy()
+            / (_full_roll(np.abs(ret1), d).sum().to_numpy() + EPS))
+    vchg = V - _shift(V, 1)
+    vsump = (_full_roll(np.where(vchg < 0, 0.0, vchg), d).sum().to_numpy()
+             / (_full_roll(np.abs(vchg), d).sum().to_numpy() + EPS))
+    wv = _full_roll(np.abs(C / prev - 1.0) * V, d)
+    imax, imin = _argext0_full(H, d, True), _argext0_full(L, d, False)
+    low = np.where(L < C_d, L, C_d)                        # pandas low.where(low < C_{t-d}, C_{t-d})
+    high = np.where(H > C_d, H, C_d)
+    ops = {
+        "roc": lambda: C_d / C,
+        "ma": lambda: roll_c.mean().to_numpy() / C,
+        "std": lambda: roll_c.std().to_numpy() / C,
+        "beta": lambda: (C_d - C) / (d * C),
+        "max": lambda: roll_c.max().to_numpy() / C,
+        "min": lambda: roll_c.min().to_numpy() / C,
+        "qtlu": lambda: roll_c.quantile(0.8).to_numpy() / C,
+        "qtld": lambda: roll_c.quantile(0.2).to_numpy() / C,
+        "rank": lambda: roll_c.rank(method="average", ascending=True, pct=True).to_numpy() / d,
+        "imax": lambda: imax / d,
+        "imin": lambda: imin / d,
+        "imxd": lambda: (imax - imin) / d,
+        "rsv": lambda: (C - low) / (high - low + EPS),
+        "cntp": lambda: cntp,
+        "cntn": lambda: cntn,
+        "cntd": lambda: cntp - cntn,
+        "corr": lambda: _self_corr(C, d),
+        "cord": lambda: _self_corr(C / prev, d),
+        "sump": lambda: sump,
+        "sumn": lambda: 1.0 - sump,
+        "sumd": lambda: 2.0 * sump - 1.0,
+        "vma": lambda: _full_roll(V, d).mean().to_numpy() / (V + EPS),
+        "vstd": lambda: _full_roll(V, d).std().to_numpy() / (V + EPS),
+        "wvma": lambda: wv.std().to_numpy() / (wv.mean().to_numpy() + EPS),
+        "vsump": lambda: vsump,
+        "vsumn": lambda: 1.0 - vsump,
+        "vsumd": lambda: 2.0 * vsump - 1.0,
+    }
+    for op in OFFICIAL_OPS:
+        yield f"{op}_{d}", ops[op]()
+
+
+def _compute_official152(prices, dates, tickers, dcodes, tcodes) -> FeatureArray:
+    """``official152`` (see the module docstring): raw (not adjusted) prices, every ticker on its own
+    rows, ``+-inf -> NaN -> 0`` on observed cells, NaN where the input has no row."""
+    names = official152_names()
+    T, N, F = len(dates), len(tickers), len(names)
+    observed = np.zeros((T, N), dtype=bool)
+    observed[dcodes, tcodes] = True
+    order, inside = _own_rows(observed)
+
+    def own(col):  # raw field on the (own row, ticker) layout; NaN beyond a ticker's last row
+        grid = np.full((T, N), np.nan)
+        grid[dcodes, tcodes] = prices[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        out = np.take_along_axis(grid, order, axis=0)
+        out[~inside] = np.nan
+        return out
+
+    O, H, L, C, A, V = (own(c) for c in ("open", "high", "low", "close", "adj_close", "volume"))
+    values = np.empty((T, N, F), dtype=np.float32)
+    index = {name: k for k, name in enumerate(names)}
+    done = np.zeros(F, dtype=bool)
+    back = np.empty((T, N))
+
+    def emit(name, arr):
+        back.fill(np.nan)
+        np.put_along_axis(back, order, np.broadcast_to(arr, (T, N)), axis=0)  # own rows -> calendar
+        k = index[name]
+        dst = values[:, :, k]
+        dst[...] = back
+        dst[~np.isfinite(dst)] = 0.0  # +-inf -> NaN -> 0, warm-up included
+        dst[~observed] = np.nan
+        done[k] = True
+
+    hl = lambda: H - L + EPS  # noqa: E731
+    static = {
+        "open": lambda: O, "high": lambda: H, "low": lambda: L, "close": lambda: C, "adj_close": lambda: A,
+        "kmid": lambda: (C - O) / C,
+        "kmid2": lambda: (C - O) / hl(),
+        "klen": lambda: (H - L) / O,
+        "kup": lambda: (H - np.maximum(O, C)) / O,
+        "kup2": lambda: (H - np.maximum(O, C)) / hl(),
+        "klow": lambda: (np.minimum(O, C) - L) / O,
+        "klow2": lambda: (np.minimum(O, C) - L) / hl(),
+        "ksft": lambda: (2 * C - H - L) / O,
+        "ksft2": lambda: (2 * C - H - L) / hl(),
+    }
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for name in OFFICIAL_PRICES + OFFICIAL_KBAR:
+            emit(name, static[name]())
+        for d in WINDOWS:
+            for name, arr in _official_window_features(O, H, L, C, V, d):
+                emit(name, arr)
+    cal = {"day": dates.day, "weekday": dates.day_of_week, "month": dates.month}
+    for name in OFFICIAL_CALENDAR:  # raw integers (day 1-31, Monday = 0, month 1-12), on the calendar
+        k = index[name]
+        values[:, :, k] = np.asarray(cal[name], dtype=np.float32)[:, None]
+        values[~observed, k] = np.nan
+        done[k] = True
+    if not done.all():  # pragma: no cover - internal consistency
+        raise RuntimeError(f"features not computed: {[n for n, ok in zip(names, done) if not ok]}")
+    return FeatureArray(values, dates, tickers, names, feature_set="official152", observed=observed)
+
+
 def _layout(prices: pd.DataFrame):
     """Sorted dates, sorted tickers, and the (row -> date index, ticker index) codes."""
     if len(prices) == 0:
@@ -635,6 +860,8 @@ def compute_features(prices: pd.DataFrame, feature_set: str = "alpha158") -> Fea
     feature_set = resolve_feature_set(prices, feature_set)
     names = alpha158_names(feature_set)
     dates, tickers, dcodes, tcodes = _layout(prices)
+    if feature_set == "official152":
+        return _compute_official152(prices, dates, tickers, dcodes, tcodes)
     T, N, F = len(dates), len(tickers), len(names)
 
     def wide(col, factor=None):

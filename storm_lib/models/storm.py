@@ -16,8 +16,9 @@ stock (P + 1 tokens), the CS encoder over W + 1 day tokens, fusion is TS→CS cr
 (N·P queries × W keys) and the prior attends over L = W + N factor tokens of one sample.
 
 Deliberate departures from the released code (reference/official-code.md §10): prior attention over a
-sample's own factor tokens, not across the mini-batch (§10.2); the prediction is the prior mean unless
-``sample=True`` (§10.13); every VQ loss counted once (§10.16); a gradient-trained codebook (§10.17) with a
+sample's own factor tokens, not across the mini-batch (§10.2; ``prior_across_batch=True`` reproduces the
+official layout for the protocol audit, see ``BatchAxisAttention``); the prediction is the prior mean
+unless ``sample=True`` (§10.13); every VQ loss counted once (§10.16); a gradient-trained codebook (§10.17) with a
 correctly signed diversity loss (§10.18); fusion on and contrastive alignment on [cls] summaries (§10.19);
 reconstruction of all features at weight 1 in both branches (§10.20); a Gaussian likelihood of y under
 the posterior-decoded distribution instead of an MSE on one sample (§10.21). Beyond FactorVAE, the same
@@ -63,6 +64,8 @@ class StormConfig:
     dropout: float = 0.1
     fusion_layers: int = 1           # TS→CS cross-attention blocks
     prior_layers: int = 1            # self-attention blocks of the prior over factor tokens
+    prior_across_batch: bool = False  # audit switch (e): the prior's attention runs across the mini-batch
+                                      # as in the official code (official-code.md §10.2); see Prior
     div_temperature: float = 1.0     # τ of the diversity soft assignment softmax(−‖z_e − e_k‖²/τ)
     codebook_data_init: bool = True  # first training batch initialises the codebooks
     codebook_restart: float = 0.1    # restart entries used by < this many tokens per batch (EMA); 0: off
@@ -158,13 +161,16 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block: (cross- or self-)attention + MLP, each with a residual."""
+    """Pre-LN Transformer block: (cross- or self-)attention + MLP, each with a residual.
 
-    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int = 4, cross: bool = False):
+    ``attn``: an attention module to use instead of :class:`Attention` (same call signature)."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int = 4, cross: bool = False,
+                 attn: nn.Module | None = None):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.ln_kv = nn.LayerNorm(d) if cross else None
-        self.attn = Attention(d, n_heads, dropout)
+        self.attn = Attention(d, n_heads, dropout) if attn is None else attn
         self.mlp = MLP(d, mlp_ratio * d, d, dropout)
         self.drop = nn.Dropout(dropout)
 
@@ -370,14 +376,61 @@ class Posterior(nn.Module):
         return gaussian_head(self.mlp(torch.cat([f, y_k], dim=-1)))
 
 
+class BatchAxisAttention(nn.Module):
+    """The official prior's attention layout (official-code.md §2 "Prior" and §10.2), audit switch (e).
+
+    The official code permutes the factor tokens to (B, C, K) and feeds them to
+    ``nn.MultiheadAttention(embed_dim=K, num_heads=K)`` in its default sequence-first layout, so the
+    **mini-batch is the sequence**, the C channels are independent items (the attention's batch) and
+    the K factor tokens are the embedding (K heads of size 1). This module does exactly that with our
+    factor tokens f (B, L, d): ``nn.MultiheadAttention(L, L)`` on f.permute(0, 2, 1) read as
+    (sequence B, batch d, embedding L). For every channel c, window b's query over the L token values
+    f[b, :, c] attends to the keys and values of all B windows of the batch; the output projection
+    then mixes the L heads back into L token values; the block around it (pre-LayerNorm, residual,
+    MLP) is unchanged. Invalid factor tokens (TS tokens of stocks that are not valid) are zeroed
+    before the layer, so their contents cannot reach the valid tokens (the official code has no
+    invalid stocks). Same call signature as :class:`Attention` (``key_valid`` = the factor mask).
+
+    Consequences (the point of the switch): a window's prior, hence its prediction, depends on the
+    other windows of its mini-batch, in training (shuffled batches that mix in later windows) and at
+    prediction time (``train.predict`` runs consecutive window ends in chunks of ``eval_batch_size``;
+    with ``eval_batch_size=1``, the official test loader's batch size, the sequence has length 1, the
+    softmax is 1 and the layer becomes a per-window linear map of the token axis).
+    """
+
+    def __init__(self, n_factors: int, dropout: float):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(n_factors, n_factors, dropout=dropout)
+
+    def forward(self, x, kv=None, key_valid=None):
+        if kv is not None:
+            raise ValueError("BatchAxisAttention is a self-attention layer")
+        if key_valid is not None:
+            x = x * key_valid[..., None].to(x.dtype)
+        seq = x.permute(0, 2, 1)                        # (B, d, L) = (sequence, batch, embedding)
+        y, _ = self.mha(seq, seq, seq, need_weights=False)
+        return y.permute(0, 2, 1)                       # (B, L, d)
+
+
 class Prior(nn.Module):
     """φ_FP (paper §2.5; FactorVAE's factor predictor): no labels. Self-attention over the L factor
-    tokens of the same sample (never across the batch: official-code.md §10.2), then MLP → μ, σ."""
+    tokens of the same sample (never across the batch: official-code.md §10.2), then MLP → μ, σ.
 
-    def __init__(self, cfg: StormConfig):
+    ``prior_across_batch=True`` (audit switch (e)) swaps the attention sub-layer of every prior block
+    for :class:`BatchAxisAttention`, the official layout that attends across the mini-batch; the
+    blocks' LayerNorms, residuals and MLPs and the μ/σ head stay as they are.
+    """
+
+    def __init__(self, cfg: StormConfig, n_factors: int | None = None):
         super().__init__()
         d = cfg.d_model
-        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout, cfg.mlp_ratio)
+        if cfg.prior_across_batch and not n_factors:
+            raise ValueError("prior_across_batch needs the number of factor tokens")
+
+        def attn():
+            return BatchAxisAttention(n_factors, cfg.dropout) if cfg.prior_across_batch else None
+
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout, cfg.mlp_ratio, attn=attn())
                                     for _ in range(cfg.prior_layers))
         self.ln, self.mlp = nn.LayerNorm(d), MLP(d, d, 2)
 
@@ -447,7 +500,7 @@ class FactorModule(nn.Module):
     def __init__(self, cfg: StormConfig, n_factors: int):
         super().__init__()
         self.kl_reduction, self.prior_nll = cfg.kl_reduction, cfg.w_nll_prior > 0
-        self.posterior, self.prior = Posterior(cfg), Prior(cfg)
+        self.posterior, self.prior = Posterior(cfg), Prior(cfg, n_factors)
         self.decoder = ReturnDecoder(cfg, n_factors)
 
     def forward(self, e, f, stock_valid, f_valid, y=None, sample=False):

@@ -12,6 +12,16 @@ none applies), ``metric`` (RankIC, RankICIR, ic_days; APY, CW, CR, ASR, MDD, AVO
 Tables: ``scores`` (test score frame, float32 parquet), ``daily`` (per test day: rank_ic, return,
 turnover, benchmark), ``history`` (training history) and, for STORM variants, ``codes`` (usage counts
 of every CS / TS codebook entry over the test windows, for the codebook-usage figure).
+
+Run options. The protocol-audit switches (:mod:`storm_lib.audit`) that act on the task are **task
+options** (:data:`TASK_OPTIONS`), split off before the rest goes to the model (:func:`model_kwargs`):
+``topk_variant`` (``"official"``: TopK-Drop's daily return is the sum of the k returns),
+``sample_predictions`` (``true``: one seeded draw of the predictive distribution instead of its mean),
+``feature_set`` (e.g. ``"official152"``) and ``normalization`` (e.g. ``"prev_block"``); see
+:func:`task_settings`. Every other option is a model option (for STORM, ``StormConfig`` fields such as
+``prior_across_batch`` go to ``model={...}``). :data:`CONFIG`, hashed into every run's identity, is the
+same with or without options: the runner hashes the options themselves, so a run with options gets its
+own directory and a run without any keeps its identity and outputs.
 """
 
 from __future__ import annotations
@@ -35,17 +45,78 @@ CONFIG = {"k": 5, "d": 3, "cost": 1e-4, "variant": "paper", "splits": list(SPLIT
           "normalization": "cs_zscore", "feature_set": "auto"}
 #: run options that are not model options
 RESERVED = ("profile", "seed", "progress", "device", "run_dir")
+#: run options read by the task itself (the protocol-audit switches, :mod:`storm_lib.audit`), never passed
+#: to the model: option name -> the CONFIG key it overrides (None: no CONFIG counterpart, default False)
+TASK_OPTIONS = {"topk_variant": "variant", "sample_predictions": None, "feature_set": "feature_set",
+                "normalization": "normalization"}
+#: models whose network has a predictive distribution to draw from (``sample_predictions=True``)
+SAMPLING_MODELS = ("storm", "storm_wo_ts", "storm_wo_cs", "factorvae", "hirevae")
+
+
+def split_options(options: dict) -> tuple[dict, dict]:
+    """(task options, model options) of run ``options``; task options are the keys of :data:`TASK_OPTIONS`."""
+    task = {k: v for k, v in options.items() if k in TASK_OPTIONS}
+    return task, {k: v for k, v in options.items() if k not in TASK_OPTIONS}
+
+
+def task_settings(model: str, options: dict) -> dict:
+    """The effective task settings of a run: :data:`CONFIG` overridden by the task options in
+    ``options`` (validated, with errors naming the valid values), plus ``sample_predictions``.
+
+    Options: ``topk_variant`` (``"paper"``: equal weights, our default; ``"official"``: the day's return is
+    the SUM of the k returns, official-code.md §10.8), ``sample_predictions`` (bool: score with one seeded
+    draw of the model's predictive distribution instead of its mean, §10.13; models in
+    :data:`SAMPLING_MODELS` only), ``feature_set`` (``auto``, ``alpha158``, ``alpha158_close``,
+    ``official152``: the official features, §1) and ``normalization`` (a :data:`storm_lib.panel.NORMALIZATIONS`
+    entry; ``prev_block`` is the official scaler).
+    """
+    from ..features import FEATURE_SETS
+    from ..panel import NORMALIZATIONS
+
+    task, _ = split_options(options)
+    out = {**CONFIG, "sample_predictions": False}
+    if task and model == MARKET:
+        raise ValueError(f"the market index row takes no task options, got {sorted(task)}")
+    if "topk_variant" in task:
+        v = task["topk_variant"]
+        if v not in portfolio.VARIANTS:
+            raise ValueError(f"topk_variant must be one of {list(portfolio.VARIANTS)}, got {v!r}")
+        out["variant"] = v
+    if "sample_predictions" in task:
+        v = task["sample_predictions"]
+        if not isinstance(v, bool):
+            raise ValueError(f"sample_predictions must be true or false, got {v!r}")
+        if v and model not in SAMPLING_MODELS:
+            raise ValueError(f"sample_predictions=true needs a model with a predictive distribution "
+                             f"({', '.join(SAMPLING_MODELS)}); {model!r} has none")
+        out["sample_predictions"] = v
+    if "feature_set" in task:
+        v = task["feature_set"]
+        if v not in FEATURE_SETS + ("auto",):
+            raise ValueError(f"feature_set must be one of {list(FEATURE_SETS) + ['auto']}, got {v!r}")
+        out["feature_set"] = v
+    if "normalization" in task:
+        v = task["normalization"]
+        if v not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {v!r}")
+        out["normalization"] = v
+    return out
 
 
 def model_kwargs(name: str, options: dict) -> dict:
-    """Keyword arguments of :func:`storm_lib.models.make_model` for run ``options``.
+    """Keyword arguments of :func:`storm_lib.models.make_model` for the model options of a run.
 
-    STORM variants take network sizes (``StormConfig`` fields, e.g. ``codebook_size``) through
-    ``model={...}`` and everything else as training overrides; other models take ``options`` as is.
+    STORM variants take network sizes (``StormConfig`` fields, e.g. ``codebook_size``,
+    ``prior_across_batch``) through ``model={...}`` and everything else as training overrides; other
+    models take ``options`` as is. Task options (:data:`TASK_OPTIONS`) must be split off first
+    (:func:`split_options`); here they are an error, so no task silently ignores them.
     """
     bad = [k for k in options if k in RESERVED]
     if bad:
         raise ValueError(f"option(s) {bad} are fields of the run spec, not model options")
+    task = [k for k in options if k in TASK_OPTIONS]
+    if task:
+        raise ValueError(f"option(s) {task} are options of the portfolio task, not model options")
     if not name.startswith("storm"):
         return dict(options)
     from dataclasses import fields
@@ -92,8 +163,9 @@ def describe_model(model, panel) -> dict:
 def _fit(spec, ctx: RunContext, panel, proto) -> tuple[object, dict]:
     from ..models import TorchReturnModel, make_model
 
+    _, model_options = split_options(dict(spec.options))
     model = make_model(spec.model, profile=spec.profile, seed=spec.seed, progress=ctx.progress,
-                       **model_kwargs(spec.model, dict(spec.options)))
+                       **model_kwargs(spec.model, model_options))
     info: dict = {}
     fit_kw = {}
     if isinstance(model, TorchReturnModel) and ctx.scratch is not None:
@@ -134,6 +206,27 @@ def code_usage(model, panel, t: np.ndarray) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def sample_seed(seed: int, split: str) -> int:
+    """The torch seed of the sampled predictions of ``split`` in a run with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), SPLITS.index(split) if split in SPLITS else len(SPLITS)])
+               .generate_state(1)[0])
+
+
+def predict_scores(model, panel, proto, split: str, sample: bool = False, seed: int = 0) -> pd.DataFrame:
+    """The score frame of ``split``: ``model.predict`` (the mean prediction), or with ``sample=True``
+    one draw of the model's predictive distribution (official-code.md §10.13), seeded by
+    :func:`sample_seed` so a run is deterministic on CPU (torch's global RNG state is restored)."""
+    if not sample:
+        return model.predict(panel, split=split, protocol=proto)
+    import torch
+
+    t = panel.split(proto, split)
+    with torch.random.fork_rng():
+        torch.manual_seed(sample_seed(seed, split))
+        scores = np.asarray(model.predict_array(panel, t, sample=True), dtype=np.float64)
+    return panel.frame(np.where(panel.valid[t], scores, np.nan), t)
+
+
 def _rows(split: str, convention: str, values: dict) -> list[dict]:
     return [{"split": split, "convention": convention, "metric": k, "value": float(v)} for k, v in values.items()]
 
@@ -142,13 +235,18 @@ def run(spec, ctx: RunContext) -> RunOutput:
     """Fit ``spec.model`` (or take the market index), evaluate the validation and test splits."""
     profile = get_profile(spec.profile)
     proto = get_protocol(spec.protocol)
-    panel = ctx.panel(spec.universe, window=profile.window, normalization=CONFIG["normalization"],
-                      feature_set=CONFIG["feature_set"])
+    cfg = task_settings(spec.model, dict(spec.options))
+    panel = ctx.panel(spec.universe, window=profile.window, normalization=cfg["normalization"],
+                      feature_set=cfg["feature_set"])
     index = ctx.market_index(spec.universe)
     info: dict = {"panel": repr(panel),
-                  "feature_set": resolve_feature_set(ctx.prices(spec.universe), CONFIG["feature_set"], warn=False),
+                  "feature_set": resolve_feature_set(ctx.prices(spec.universe), cfg["feature_set"], warn=False),
                   "n_features": len(panel.names), "n_stocks": len(panel.tickers),
                   "index": str(index.name)}
+    task_options, _ = split_options(dict(spec.options))
+    if task_options:
+        info["task_settings"] = {k: cfg[k] for k in ("variant", "sample_predictions", "feature_set",
+                                                      "normalization")}
 
     model = None
     if spec.model != MARKET:
@@ -167,7 +265,7 @@ def run(spec, ctx: RunContext) -> RunOutput:
             returns, turnover, ic_daily, scores = bench, None, None, None
         else:
             t0 = time.perf_counter()
-            scores = model.predict(panel, split=split, protocol=proto)
+            scores = predict_scores(model, panel, proto, split, cfg["sample_predictions"], spec.seed)
             predict_seconds += time.perf_counter() - t0
             ic_daily = metrics.rank_ic(scores, labels)
             for conv in metrics.IC_CONVENTIONS:
@@ -175,8 +273,8 @@ def run(spec, ctx: RunContext) -> RunOutput:
                 summary = metrics.ic_summary(ic, conv)
                 summary["ic_days"] = summary.pop("n_days")
                 rows += _rows(split, conv, summary)
-            bt = portfolio.topk_drop(scores, labels, k=CONFIG["k"], d=CONFIG["d"], cost=CONFIG["cost"],
-                                     variant=CONFIG["variant"])
+            bt = portfolio.topk_drop(scores, labels, k=cfg["k"], d=cfg["d"], cost=cfg["cost"],
+                                     variant=cfg["variant"])
             returns, turnover = bt.returns, bt.turnover
             rows += _rows(split, "-", {"turnover": turnover.mean()})
         for conv in metrics.CONVENTIONS:
