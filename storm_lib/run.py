@@ -157,6 +157,10 @@ def check_spec(spec: RunSpec) -> None:
             raise ValueError(f"unknown {what} {value!r} for task {spec.task!r}; known: {', '.join(known)}")
     if spec.model == MARKET and spec.options:
         raise ValueError("the market index row takes no model options")
+    if spec.task == "portfolio" and spec.model != MARKET:  # audit options fail here, not mid-grid
+        from .tasks.portfolio import task_settings
+
+        task_settings(spec.model, spec.options_dict)
 
 
 # ----------------------------------------------------------------------------------------------
