@@ -191,7 +191,7 @@ def train_agent(
     token_shape: tuple[int, int] | None = None,
     select: str = "asr",
     progress: bool = True,
-    device: str = "cpu",
+    device: str | None = "cpu",
     **overrides,
 ) -> TrainedAgent:
     """Train ``algo`` ("dqn" | "sac" | "ppo") and restore its best-on-validation weights.
@@ -200,7 +200,12 @@ def train_agent(
     ``DummyVecEnv``, reset with seeds ``seed + i``); ``valid_env`` is an eval-mode env over the validation
     span. ``token_shape=(L, D)`` switches the policy to :class:`TokenExtractor` (STORM factor tokens).
     ``overrides`` replace entries of :func:`budget` (timesteps, eval_every, ...) or SB3 keyword arguments.
+    ``device``: ``"cpu"`` (default: these small networks gain nothing from a GPU), ``None`` for CUDA when
+    present; CPU threads follow ``$STORM_NUM_THREADS``.
     """
+    from ..train import pick_device
+
+    device = str(pick_device(device))  # also applies $STORM_NUM_THREADS (SB3 would use every core)
     cfg = {**budget(algo, profile), **overrides}
     timesteps, every = int(cfg.pop("timesteps")), int(cfg.pop("eval_every"))
     n_envs = int(cfg.pop("n_envs", 1))
