@@ -519,7 +519,14 @@ def training_time(m: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataF
 
 def trading_config(config: dict, profile: str):
     """The trading task's fixed settings (``storm_lib.trading.experiment.run_task.config``) as a styled
-    table (no truncated cells); of the RL budgets only the profile's. ``.data`` is the frame."""
+    table (no truncated cells); of the RL budgets only the profile's. ``.data`` is the frame. ``config``
+    may also be the task's per-spec config function: then its fixed settings and every RL budget of the
+    profile are shown."""
+    if callable(config):
+        from .trading import experiment
+        from .trading.agents import ALGOS, budget
+
+        config = {**experiment.CONFIG, "budgets": {profile: {a: budget(a, profile) for a in ALGOS}}}
     rows = {}
     for k, v in config.items():
         if k == "budgets" and isinstance(v, dict):
@@ -884,3 +891,391 @@ def footer(ctx: Context, display: bool = True):
     _display(table.style.set_properties(**{"text-align": "left"}).set_table_styles(TABLE_CSS, overwrite=False),
              Markdown("Rerun (from the repository root):\n\n```bash\n" + info["command"] + "\n```"))
     return None
+
+
+# --------------------------------------------------------------------------- uncertainty (Tables 2 and 4)
+
+#: the models that are not baselines when picking the best baseline of a paired test
+NOT_BASELINES = ("market",) + STORM_MODELS
+CI_METRICS = ("APY", "ASR", "RankIC")
+COSTS_BPS = (0, 1, 2, 5, 10, 15, 20)
+
+
+def _finished_runs(plan: pd.DataFrame, universe: str, models=None, seed: int | None = None,
+                   options: str = "") -> pd.DataFrame:
+    """The plan's finished runs of ``universe`` (default options), one per model: the run of ``seed``, or
+    of the model's lowest finished seed when ``seed`` is None. Rows in ``models`` order."""
+    if plan is None or plan.empty:
+        return pd.DataFrame(columns=list(plan.columns) if plan is not None else [])
+    sel = plan[plan["finished"].astype(bool) & (plan["universe"] == universe)
+               & (plan["options"].fillna("") == options)]
+    if seed is not None:
+        sel = sel[sel["seed"] == int(seed)]
+    sel = sel.sort_values("seed", kind="stable").drop_duplicates("model")
+    order = as_list(models) if models is not None else list(dict.fromkeys(plan["model"]))
+    sel = sel[sel["model"].isin(order)]
+    return sel.set_index("model").loc[[x for x in order if x in set(sel["model"])]].reset_index()
+
+
+def ci_frame(plan: pd.DataFrame, universe: str, models=None, seed: int | None = None, n: int = 2000,
+             level: float = 0.95, metrics=CI_METRICS) -> pd.DataFrame:
+    """Block-bootstrap CIs (:func:`storm_lib.stats.run_cis`: stationary bootstrap of the test days,
+    Politis–White block, standard convention) of each model's test ``metrics`` from its run's
+    ``daily.csv``. One run per model: ``seed``, or the model's lowest finished seed (the CI is the
+    sampling uncertainty over days of that run, not the seed spread). Long: model (paper label), seed,
+    metric, estimate, low, high, block, n_days."""
+    from . import stats
+
+    cols = ["model", "seed", "metric", "estimate", "low", "high", "block", "n_days"]
+    rows = []
+    for r in _finished_runs(plan, universe, models, seed).itertuples():
+        ci = stats.run_cis(r.run_dir, "standard", n=n, level=level)
+        for metric in metrics:
+            if metric in ci.index:
+                c = ci.loc[metric]
+                rows.append({"model": report.model_label(r.model), "seed": int(r.seed), "metric": metric,
+                             "estimate": c["estimate"], "low": c["low"], "high": c["high"], "block": c["block"],
+                             "n_days": int(c["n_days"])})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def ci_table(cis: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`ci_frame` wide: rows model, columns metric, cells ``estimate [low, high]``; ``seed`` column."""
+    if cis.empty:
+        return pd.DataFrame()
+    cells = cis.assign(cell=[f"{_fmt(e, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
+                             for e, lo, hi in zip(cis["estimate"], cis["low"], cis["high"])])
+    out = cells.pivot(index="model", columns="metric", values="cell").fillna("–")
+    out = out.loc[list(dict.fromkeys(cis["model"])), [k for k in CI_METRICS if k in out.columns]
+                  + [k for k in out.columns if k not in CI_METRICS]]
+    out.insert(0, "seed", cis.drop_duplicates("model").set_index("model")["seed"])
+    out.columns.name = None
+    return out
+
+
+def best_baseline(m: pd.DataFrame, universe: str, metric: str, models=None, split: str = "test",
+                  convention: str = "standard") -> str | None:
+    """The registry name of the non-STORM model (never the market index) with the highest mean ``metric``
+    over seeds (default options, standard convention), or None when no baseline has that metric."""
+    sel = select(m, split, convention, [metric], universe=universe)
+    sel = sel[~sel["model"].isin(NOT_BASELINES)]
+    if models is not None:
+        sel = sel[sel["model"].isin(as_list(models))]
+    means = sel.groupby("model")["value"].mean().dropna()
+    return None if means.empty else str(means.idxmax())
+
+
+def paired_tests(plan: pd.DataFrame, m: pd.DataFrame, universe: str, model: str = "storm", models=None,
+                 seed: int | None = None, n: int = 2000) -> pd.DataFrame:
+    """:func:`storm_lib.stats.paired_test` of ``model`` against the best baseline on the test days: daily
+    RankIC against the baseline with the highest mean test RankIC, daily net portfolio return against
+    the one with the highest mean test APY (standard convention; :func:`best_baseline`). Both runs of
+    ``seed`` (default: STORM's lowest finished seed). Rows: ``daily RankIC``, ``daily return``; a
+    comparison whose runs are missing is left out."""
+    from . import stats
+
+    cols = ["baseline", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "p_bootstrap", "t_hac", "p_hac",
+            "n_days", "seed"]
+    own = _finished_runs(plan, universe, [model], seed)
+    if own.empty:
+        return pd.DataFrame(columns=cols)
+    seed = int(own["seed"].iloc[0])
+    rows = {}
+    for label, column, metric in (("daily RankIC", "rank_ic", "RankIC"), ("daily return", "return", "APY")):
+        base = best_baseline(m, universe, metric, models)
+        other = _finished_runs(plan, universe, [base], seed) if base else pd.DataFrame()
+        if other.empty:
+            continue
+        a = stats.load_daily(own["run_dir"].iloc[0])[column]
+        b = stats.load_daily(other["run_dir"].iloc[0])[column]
+        res = stats.paired_test(a, b, n=n, align="exact")
+        rows[label] = {"baseline": report.model_label(base), **{k: res[k] for k in cols[1:-1]}, "seed": seed}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
+
+
+def paired_text(tests: pd.DataFrame, model: str = "STORM", level: float = 0.05) -> str:
+    """One line per paired test: the mean daily difference, its CI and both p-values, read at ``level``."""
+    if tests.empty:
+        return "No paired test: the runs of STORM or of a baseline are missing."
+    lines = []
+    for what, r in tests.iterrows():
+        sig = max(r["p_bootstrap"], r["p_hac"]) < level
+        lines.append(f"- **{what}**, {model} − {r['baseline']} (seed {int(r['seed'])}, {int(r['n_days'])} days): "
+                     f"mean difference {_fmt(r['mean_diff'], 5)} [{_fmt(r['ci_low'], 5)}, {_fmt(r['ci_high'], 5)}], "
+                     f"p = {r['p_bootstrap']:.3f} (block bootstrap), {r['p_hac']:.3f} (Newey–West t): "
+                     + (f"significant at {level:.0%}" if sig else f"not significant at {level:.0%}")
+                     + (" in the direction of " + (model if r["mean_diff"] > 0 else r["baseline"]) if sig else "")
+                     + ".")
+    return "\n".join(lines)
+
+
+def cost_curves(plan: pd.DataFrame, universe: str, models=None, seed: int | None = None, panel=None,
+                cache: RunCache | None = None, data_dir=None, costs_bps=COSTS_BPS) -> pd.DataFrame:
+    """TopK-Drop metrics of every model's saved test scores at each cost in ``costs_bps`` (basis points
+    of turnover; :func:`storm_lib.stats.cost_curve_from_run`, standard convention, the paper's variant),
+    one run per model (``seed`` or the lowest finished one). Labels from the universe's panel
+    (``panel``, else built once through the shared ``cache``; only when a run has scores). Long: model
+    (paper label), seed, cost_bps, APY, ASR, CW, MDD, CR, AVO, turnover, fee."""
+    from . import stats
+
+    runs = _finished_runs(plan, universe, models, seed)
+    runs = runs[[(Path(p) / "scores.parquet").is_file() for p in runs["run_dir"]]] if len(runs) else runs
+    frames = []
+    for r in runs.itertuples():
+        if panel is None:
+            panel = RunContext(data_dir=_none(data_dir), cache=cache or RunCache(), progress=False).panel(universe)
+        c = stats.cost_curve_from_run(r.run_dir, panel=panel, costs_bps=costs_bps).reset_index()
+        frames.append(c.assign(model=report.model_label(r.model), seed=int(r.seed)))
+    cols = ["model", "seed", "cost_bps", "APY", "ASR", "CW", "MDD", "CR", "AVO", "turnover", "fee"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def uncertainty(ctx: Context, plan: pd.DataFrame, m: pd.DataFrame, costs: bool = False, n: int = 2000) -> None:
+    """The statistics cells of Tables 2 and 4, per universe: CIs (:func:`ci_frame`), the paired tests of
+    STORM against the best baseline (:func:`paired_tests`) and, with ``costs``, the transaction-cost
+    curves (:func:`cost_curves`, :func:`storm_lib.plots.cost_curves`). Missing runs are skipped with a
+    message."""
+    from IPython.display import Markdown, display
+
+    from . import plots
+
+    models = ctx.models
+    for u in ctx.universes:
+        display(Markdown(f"### {u.upper()}"))
+        cis = ci_frame(plan, u, models, n=n)
+        if cis.empty:
+            display(Markdown(f"No finished run of {u.upper()}: no confidence intervals."))
+            continue
+        display(ci_table(cis).style.set_table_styles(TABLE_CSS, overwrite=False).set_caption(
+            f"{u.upper()}, test split, standard convention: estimate [95% CI], stationary block bootstrap of the "
+            "days (Politis–White block), one run per model (column seed)"))
+        if "storm" in models:
+            display(Markdown("**Paired tests, STORM − best baseline**\n\n"
+                             + paired_text(paired_tests(plan, m, u, "storm", models, n=n))))
+        if costs:
+            curves = cost_curves(plan, u, [x for x in models if x != "market"], cache=ctx.cache,
+                                 data_dir=ctx.data_dir)
+            if curves.empty:
+                display(Markdown(f"No finished {u.upper()} run with saved scores: no cost curve."))
+            else:
+                display(plots.cost_curves(curves, title=f"{u.upper()}: TopK-Drop metrics against the "
+                                                        "transaction cost (test split, standard convention)"))
+
+
+# --------------------------------------------------------------------------- protocol audit
+
+AUDIT_METRICS = ("APY", "CW", "ASR", "MDD", "RankIC")
+WATERFALL_METRICS = ("APY", "ASR", "RankIC")
+
+
+def audit_specs(ctx: Context) -> list[RunSpec]:
+    """The audit runs of every (universe, model) of the notebook (:func:`storm_lib.audit.audit_specs`)."""
+    from . import audit
+
+    out = []
+    for u in ctx.universes:
+        for model in ctx.models:
+            try:
+                out += audit.audit_specs(model, u, ctx.seeds, ctx.profile)
+            except ValueError as exc:
+                raise NotebookStop(f"audit of {model} on {u}: {exc}") from None
+    return list(dict.fromkeys(out))
+
+
+def audit_frame(plan: pd.DataFrame, metrics=AUDIT_METRICS) -> pd.DataFrame:
+    """:func:`storm_lib.audit.audit_table` of the plan's finished runs (test split)."""
+    from . import audit
+
+    return audit.audit_table(load_metrics(plan), metrics=list(metrics))
+
+
+def _step_label(step: str, letters: dict) -> str:
+    name = step.lstrip("+")
+    if step == "clean":
+        return "clean"
+    return f"+ ({letters[name]}) {name}" if step.startswith("+") else f"({letters[name]}) {name}"
+
+
+def audit_steps(model: str, universe: str, seeds, profile: str) -> pd.DataFrame:
+    """The audit's steps of ``model`` (one row per step): step, kind, label (``(a) test_selection`` alone,
+    ``+ (a) test_selection`` cumulative), convention."""
+    from . import audit
+
+    plan = audit.audit_plan(model, universe, seeds, profile)
+    steps = plan.drop_duplicates("step")[["step", "kind", "convention"]].reset_index(drop=True)
+    letters = {k: s.letter for k, s in audit.SWITCHES.items()}
+    steps["label"] = [_step_label(s, letters) for s in steps["step"]]
+    return steps
+
+
+def audit_summary(at: pd.DataFrame, universe: str, model: str, seeds, profile: str,
+                  metrics=AUDIT_METRICS, digits: int = 3, paper: bool = True) -> pd.DataFrame:
+    """One model's audit as a table: rows every step (clean, each switch alone, the cumulative steps),
+    columns (metric, ``value`` / ``Δ clean``): mean ± std over seeds (n) of the value and of the change
+    against the clean baseline of the same seed; ``not run`` where the step's run is missing. With
+    ``paper``, the published rows (paper STORM, and the model's own row) follow: mean ± range over 10 runs."""
+    steps = audit_steps(model, universe, seeds, profile)
+    sel = at[(at["universe"] == universe) & (at["model"] == model)] if len(at) else at
+    rows = {}
+    for s in steps.itertuples():
+        cells = {}
+        for metric in metrics:
+            g = sel[(sel["step"] == s.step) & (sel["metric"] == metric)] if len(sel) else sel
+            for col, name in (("value", "value"), ("delta", "Δ clean")):
+                v = g[col].dropna() if len(g) else pd.Series(dtype=float)
+                if v.empty:
+                    cells[(metric, name)] = "not run" if g.empty else "–"
+                    continue
+                sd = f" ± {_fmt(v.std(ddof=1), digits)}" if len(v) > 1 else ""
+                cells[(metric, name)] = (f"{_fmt(v.mean(), digits)}{sd} (n={len(v)})" if name == "value"
+                                         else f"{report._num(v.mean(), digits, signed=True)}{sd}")
+        rows[(s.kind, s.label, s.convention)] = cells
+    if paper:
+        for name in dict.fromkeys(["storm", model]):
+            pv = paper_values(universe, name)
+            if pv:
+                rows[("published", f"paper {report.model_label(name)}", "paper")] = {
+                    **{(k, "value"): (f"{_fmt(pv[k][0], digits)} ± {_fmt(pv[k][1], digits)}" if k in pv else "–")
+                       for k in metrics}, **{(k, "Δ clean"): "" for k in metrics}}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index = pd.MultiIndex.from_tuples(out.index, names=["kind", "step", "convention"])
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["metric", ""])
+    return out
+
+
+def audit_means(at: pd.DataFrame, universe: str, model: str, metric: str, kind: str = "cumulative") -> pd.Series:
+    """Mean over seeds of ``metric`` per step: clean first, then the steps of ``kind`` in audit order."""
+    if at.empty:
+        return pd.Series(dtype=float)
+    sel = at[(at["universe"] == universe) & (at["model"] == model) & (at["metric"] == metric)
+             & at["kind"].isin(["baseline", kind])]
+    if sel.empty:
+        return pd.Series(dtype=float)
+    g = sel.groupby(["step_order", "step"])["value"].mean().sort_index()
+    return pd.Series(g.to_numpy(), index=g.index.get_level_values("step"), name=metric)
+
+
+def paper_values(universe: str, model: str) -> dict:
+    """The paper's published (mean, ± range) of ``model`` for APY, CW, ASR, MDD (Tables 1/2) and RankIC
+    (Table 4) on ``universe``; {} without published numbers."""
+    out = {}
+    label = report.model_label(model)
+    for table in ("portfolio", "rankic"):
+        try:
+            rep = report.reported(table, universe)
+        except ValueError:
+            continue
+        for r in rep[rep["model"] == label].itertuples():
+            out[r.metric] = (r.value, r.pm)
+    return out
+
+
+def _reached(value: float, paper: tuple, metric: str) -> str:
+    """``exceeded`` (beyond the paper's ± range in the metric's good direction), ``reached`` (inside the
+    range) or ``not reached``."""
+    mean, pm = paper
+    pm = 0.0 if not np.isfinite(pm) else pm
+    sign = -1.0 if metric in report.LOWER_IS_BETTER else 1.0
+    if sign * (value - mean) > pm:
+        return "exceeded"
+    return "reached" if sign * (value - mean) >= -pm else "not reached"
+
+
+def audit_text(at: pd.DataFrame, universe: str, model: str, metrics=WATERFALL_METRICS) -> str:
+    """A generated paragraph for one model: with every switch on (the last cumulative step that ran),
+    does it reach the paper's published STORM numbers (within or beyond the paper's ± range, in the
+    metric's direction), and which switches move each metric most (alone, and along the cumulative
+    path). Computed from ``at`` (:func:`audit_frame`), not written by hand."""
+    label = report.model_label(model)
+    sel = at[(at["universe"] == universe) & (at["model"] == model)] if len(at) else at
+    if sel.empty:
+        return f"**{label}, {universe.upper()}**: no finished audit run yet: nothing to read."
+    paper = paper_values(universe, "storm")
+    parts, reach = [], []
+    for metric in metrics:
+        cum = audit_means(sel, universe, model, metric)
+        if cum.empty or "clean" not in cum.index:
+            continue
+        last = cum.index[-1]
+        text = f"{metric} {_fmt(cum['clean'])} clean → {_fmt(cum.iloc[-1])} at `{last}`"
+        if metric in paper:
+            verdict = _reached(cum.iloc[-1], paper[metric], metric)
+            reach.append(verdict != "not reached")
+            text += f" (paper STORM {_fmt(paper[metric][0])} ± {_fmt(paper[metric][1])}: {verdict})"
+        alone = sel[(sel["metric"] == metric) & (sel["kind"] == "alone")].groupby("step")["delta"].mean().dropna()
+        if len(alone):
+            top = alone.abs().sort_values(ascending=False).index[:2]
+            text += "; alone, the largest moves are " + ", ".join(
+                f"`{s}` ({report._num(alone[s], 3, signed=True)})" for s in top)
+        steps = cum.diff().dropna()
+        if len(steps):
+            s = steps.abs().idxmax()
+            text += f"; along the cumulative path, `{s}` ({report._num(steps[s], 3, signed=True)})"
+        parts.append(f"- {text}.")
+    if not parts:
+        return f"**{label}, {universe.upper()}**: the clean baseline run is missing: no deltas to read."
+    final = audit_steps(model, universe, [0], "cpu")["step"].iloc[-1]   # the steps do not depend on seeds/profile
+    full = (sel["step"] == final).any()
+    head = (f"**{label}, {universe.upper()}**: with " + ("every switch on" if full else
+            "the switches that ran so far (some cumulative steps are missing)") + ", ")
+    if reach:
+        head += (f"the paper's published STORM values are reached (within the paper's ± range or beyond it) for "
+                 f"{sum(reach)} of {len(reach)} metrics "
+                 f"({', '.join(k for k, ok in zip([k for k in metrics if k in paper], reach) if ok) or 'none'}); "
+                 "from (c) on the steps are read in the official convention, the paper's ASR is APY/AVO. ")
+    n = sel.groupby("step")["seed"].nunique().max()
+    return head + f"Means over {int(n)} seed(s):\n\n" + "\n".join(parts)
+
+
+def missing_text(plan: pd.DataFrame) -> str:
+    """Markdown naming the plan's runs that are not finished (with the command that runs each)."""
+    todo = plan[~plan["finished"].astype(bool)] if len(plan) else plan
+    if todo.empty:
+        return f"All {len(plan)} audit runs are finished."
+    lines = [f"**{len(todo)} of {len(plan)} audit runs are missing** (left out of the tables and charts; "
+             "rerun with `-p run_missing True`, or run them with):", "", "```bash"]
+    lines += [s.command() for s in todo["spec"]]
+    return "\n".join(lines + ["```"])
+
+
+def audit_styled(at: pd.DataFrame, universe: str, model: str, seeds, profile: str):
+    """:func:`audit_summary` styled for a notebook, with a caption naming what the cells are."""
+    table = audit_summary(at, universe, model, seeds, profile)
+    return table.style.set_table_styles(TABLE_CSS, overwrite=False).set_caption(
+        f"{universe.upper()}, {report.model_label(model)}, test split: mean ± std over seeds (n); "
+        "Δ clean = value − "
+        "the clean run of the same seed; column convention = the metric convention the step is read with "
+        "(official from (c) on); published = the paper's mean ± range over 10 runs (its ASR is APY/AVO)")
+
+
+def audit_waterfall(at: pd.DataFrame, universe: str, model: str, metrics=WATERFALL_METRICS) -> dict:
+    """metric -> :func:`audit_means` of the cumulative path (the input of :func:`storm_lib.plots.waterfall`)."""
+    return {k: audit_means(at, universe, model, k) for k in metrics}
+
+
+def audit_paper_lines(universe: str, model: str, metrics=WATERFALL_METRICS) -> dict:
+    """metric -> [(label, published mean, ± range)]: paper STORM first, then the model's own row."""
+    out: dict = {}
+    for name in dict.fromkeys(["storm", model]):
+        for k, (v, pm) in paper_values(universe, name).items():
+            if k in metrics:
+                out.setdefault(k, []).append((f"paper {report.model_label(name)}", v, pm))
+    return out
+
+
+def switch_table(styled: bool = False):
+    """The audit switches (:data:`storm_lib.audit.SWITCHES`): what the official code does, what changes
+    in a run, how it is turned on, the models it applies to and the official-code sections."""
+    from . import audit
+
+    rows = {}
+    for name, sw in audit.SWITCHES.items():
+        how = ([f"protocol {sw.protocol}"] if sw.protocol else []) + [f"{k}={v}" for k, v in sw.options]
+        how += [f"read with convention {sw.convention}"] if sw.convention else []
+        rows[f"({sw.letter}) {name}"] = {"official code": sw.description, "what changes": sw.changes,
+                                         "switch": ", ".join(how), "models": ", ".join(sw.models or ["all"]),
+                                         "OC": ", ".join(sw.refs)}
+    out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("switch")
+    if not styled:
+        return out
+    return out.style.set_properties(**{"text-align": "left"}).set_table_styles(TABLE_CSS, overwrite=False)

@@ -227,3 +227,77 @@ def equity_curves(eq: pd.DataFrame, stocks=None, title: str = "", order=None, nc
     if title:
         fig.suptitle(title)
     return fig
+
+
+def waterfall(steps: dict, paper: dict | None = None, title: str = "", ncols: int = 3) -> Figure:
+    """Waterfall charts of the audit's cumulative steps, one panel per metric.
+
+    ``steps``: metric -> Series of seed-mean values, index the steps in order (``clean`` first, then the
+    cumulative steps ``+name``; :func:`storm_lib.notebook.audit_means`). The first and last bars are
+    levels (grey), the bars between float from the previous level to the next (green up, red down).
+    ``paper``: metric -> a published value or a list of (label, value, ± range) lines, drawn dashed with a
+    shaded range."""
+    metrics = list(steps)
+    fig, axes = _figure(max(len(metrics), 1), ncols=min(ncols, max(len(metrics), 1)), width=12, height=4.0)
+    if not metrics:
+        _empty(axes[0])
+        return fig
+    for ax, metric in zip(axes, metrics):
+        s = pd.Series(steps[metric], dtype=float).dropna()
+        if s.empty:
+            _empty(ax)
+            ax.set_title(metric)
+            continue
+        labels = list(s.index) + (["all on"] if len(s) > 1 else [])
+        x = np.arange(len(labels))
+        prev = s.to_numpy()[:-1]
+        cur = s.to_numpy()[1:]
+        ax.bar(x[0], s.iloc[0], color="#7f7f7f", width=0.6)
+        if len(s) > 1:
+            diff = cur - prev
+            ax.bar(x[1:-1], diff, bottom=prev, width=0.6, color=np.where(diff >= 0, "#2ca02c", "#c0392b"))
+            ax.bar(x[-1], s.iloc[-1], color="#555555", width=0.6)
+            for i in range(len(s) - 1):
+                ax.plot([x[i] - 0.3, x[i + 1] + 0.3], [s.iloc[i], s.iloc[i]], color="#999999", lw=0.6)
+        lines = (paper or {}).get(metric)
+        if lines is not None:
+            if not isinstance(lines, (list, tuple)) or (lines and not isinstance(lines[0], (list, tuple))):
+                lines = [("paper", lines, float("nan"))] if not isinstance(lines, (list, tuple)) else [lines]
+            for i, (name, value, pm) in enumerate(lines):
+                color = "#c0392b" if i == 0 else "#1f77b4"
+                ax.axhline(value, color=color, ls="--", lw=1.2, label=f"{name} {value:.3f}")
+                if pm == pm and pm:
+                    ax.axhspan(value - pm, value + pm, color=color, alpha=0.08)
+            ax.legend(fontsize=7, frameon=False, loc="best")
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_xticks(x, labels, rotation=40, ha="right", fontsize=7)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def cost_curves(curves: pd.DataFrame, metrics=("APY", "ASR"), title: str = "", order=None) -> Figure:
+    """TopK-Drop metrics against the transaction cost (basis points of turnover), one panel per metric,
+    one line per model. ``curves``: long (model, cost_bps, metric columns), e.g.
+    :func:`storm_lib.notebook.cost_curves`. The runs' own cost (1 bp) is marked."""
+    fig, axes = _figure(len(metrics), width=11, height=3.8)
+    if curves.empty:
+        _empty(axes[0])
+        return fig
+    for ax, metric in zip(axes, metrics):
+        wide = curves.pivot_table(index="cost_bps", columns="model", values=metric, sort=False)
+        _lines(ax, wide, order)
+        for line in ax.lines:
+            line.set_marker("o")
+            line.set_markersize(3)
+        ax.axvline(1.0, color="#888888", lw=0.8, ls=":")
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_xlabel("cost (bp of turnover)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    _legend(fig, axes[0])
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -22,7 +22,9 @@ from storm_lib import plots, report
 from storm_lib.run import RunSpec
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-EXPECTED = {"table2_portfolio", "table3_trading", "table4_rankic", "ablation", "fig3_codebook"}
+EXPECTED = {"table2_portfolio", "table3_trading", "table4_rankic", "ablation", "fig3_codebook", "audit"}
+AUDIT_PARAMS = {"universes": ["dj30"], "models": ["storm", "lightgbm"], "seeds": [0, 1, 2], "profile": "cpu",
+                "data_dir": None, "results_dir": None, "run_missing": True}
 ALLOWED_IMPORTS = {"storm_lib", "IPython", "numpy", "pandas", "matplotlib", "scipy"} | set(sys.stdlib_module_names)
 COMMON_PARAMS = {"seeds", "protocol", "profile", "convention", "data_dir", "results_dir", "run_missing", "models"}
 
@@ -61,7 +63,7 @@ def _notebooks():
     return sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
-def test_the_five_notebooks_exist():
+def test_the_notebooks_exist():
     assert {p.stem for p in _notebooks()} == EXPECTED
 
 
@@ -93,6 +95,9 @@ class TestStructure:
 
     def test_parameters_and_defaults(self, path):
         p = _params(_load(path))
+        if path.stem == "audit":  # its own parameters: no protocol (it sets them) nor convention (it reads both)
+            assert p == AUDIT_PARAMS
+            return
         assert COMMON_PARAMS <= set(p), f"missing {COMMON_PARAMS - set(p)}"
         assert p["seeds"] == [0] and p["protocol"] == "clean" and p["profile"] == "cpu"
         assert p["data_dir"] is None and p["results_dir"] is None and p["run_missing"] is True
@@ -393,6 +398,10 @@ def test_trading_tables_and_equity_plot(tmp_path):
     assert sum(ax.get_visible() for ax in fig.axes) == 5
     cfg = nb.trading_config({"stocks": ["AAPL"], "cost": 1e-4, "budgets": {"cpu": {"ppo": {"timesteps": 5}}}}, "cpu")
     assert cfg.data.loc["budget ppo (cpu)", "value"] == "timesteps=5"
+    from storm_lib.trading import experiment   # the task's config is a per-spec function: fixed settings + budgets
+
+    cfg = nb.trading_config(experiment.run_task.config, "smoke").data
+    assert cfg.loc["cost", "value"] == "0.0001" and {f"budget {a} (smoke)" for a in ("dqn", "sac", "ppo")} <= set(cfg.index)
 
 
 def test_ablation_frame_table_and_text(tmp_path, portfolio):
@@ -449,3 +458,220 @@ def test_footer_displays_a_table_and_the_command(portfolio, monkeypatch):
     table, command = shown
     assert "runs used" in table.data.index and "<table" in table.to_html()
     assert "papermill --cwd notebooks notebooks/table4_rankic.ipynb" in command.data
+
+
+def test_notebooks_are_generated_by_tools_make_notebooks(tmp_path):
+    """notebooks/*.ipynb are exactly what tools/make_notebooks.py writes (stable cell ids)."""
+    import subprocess
+
+    script = NOTEBOOKS.parent / "tools" / "make_notebooks.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
+    made = sorted(p.name for p in (tmp_path / "notebooks").glob("*.ipynb"))
+    assert made == sorted(p.name for p in _notebooks())
+    for name in made:
+        assert (tmp_path / "notebooks" / name).read_text() == (NOTEBOOKS / name).read_text(), name
+
+
+def test_stats_cells_in_table2_and_table4():
+    for name, call in (("table2_portfolio", "nb.uncertainty(ctx, plan, m, costs=True)"),
+                       ("table4_rankic", "nb.uncertainty(ctx, plan, m)")):
+        sources = [_source(c).strip() for c in _code_cells(_load(NOTEBOOKS / f"{name}.ipynb"))]
+        assert call in sources and sources.index(call) == len(sources) - 2  # just before the footer
+
+
+def test_audit_notebook_cells():
+    book = _load(NOTEBOOKS / "audit.ipynb")
+    text = "\n".join(_source(c) for c in book["cells"])
+    for needle in ("nb.audit_specs(ctx)", "nb.missing_text(plan)", "nb.audit_frame(plan)", "nb.audit_styled(",
+                   "plots.waterfall(", "nb.audit_paper_lines(", "nb.audit_text(", "survivorship bias"):
+        assert needle in text, needle
+    assert "cannot be switched off with our data" in text
+
+
+# --------------------------------------------------------------------------- uncertainty helpers
+
+
+class _FakePanel:
+    """What stats.run_labels needs of a Panel: dates and label_frame(positions)."""
+
+    def __init__(self, labels: pd.DataFrame):
+        self.labels = labels
+        self.dates = labels.index
+
+    def label_frame(self, pos):
+        return self.labels.iloc[pos]
+
+
+def _with_scores(plan: pd.DataFrame, seed=0):
+    rng = np.random.default_rng(3)
+    tickers = [f"T{i}" for i in range(8)]
+    labels = pd.DataFrame(rng.normal(0.0005, 0.01, (len(DATES), len(tickers))), index=DATES, columns=tickers)
+    for r in plan.itertuples():
+        if r.model != "market":
+            pd.DataFrame(rng.normal(size=labels.shape), index=DATES, columns=tickers).to_parquet(
+                Path(r.run_dir) / "scores.parquet")
+    return _FakePanel(labels)
+
+
+def test_ci_frame_and_table(portfolio):
+    plan, _ = portfolio
+    cis = nb.ci_frame(plan, "dj30", ["market", "lightgbm", "storm"], n=50)
+    assert list(dict.fromkeys(cis["model"])) == ["Market Index", "LightGBM", "STORM"]
+    assert set(cis["seed"]) == {0}                       # lowest seed by default
+    assert set(cis.loc[cis["model"] == "STORM", "metric"]) == {"APY", "ASR", "RankIC"}
+    assert "RankIC" not in set(cis.loc[cis["model"] == "Market Index", "metric"])  # no scores, no RankIC
+    assert (cis["low"] <= cis["estimate"]).all() and (cis["estimate"] <= cis["high"]).all()
+    ic = cis[(cis["model"] == "STORM") & (cis["metric"] == "RankIC")].iloc[0]
+    storm0 = plan.loc[(plan["model"] == "storm") & (plan["seed"] == 0), "run_dir"].iloc[0]
+    daily = pd.read_csv(Path(storm0) / "daily.csv")
+    assert ic["estimate"] == pytest.approx(daily["rank_ic"].mean()) and ic["n_days"] == len(DATES)
+    assert set(nb.ci_frame(plan, "dj30", ["storm"], seed=1, n=20)["seed"]) == {1}
+    table = nb.ci_table(cis)
+    assert list(table.columns) == ["seed", "APY", "ASR", "RankIC"] and table.loc["Market Index", "RankIC"] == "–"
+    assert table.loc["STORM", "APY"].count("[") == 1
+    assert nb.ci_frame(plan, "sp500", n=20).empty and nb.ci_table(nb.ci_frame(plan, "sp500")).empty
+
+
+def test_best_baseline_and_paired_tests(portfolio):
+    plan, m = portfolio
+    means = nb.select(m, "test", "standard", ["APY"], universe="dj30").groupby("model")["value"].mean()
+    baselines = means.drop(["market", "storm", "storm_wo_ts", "storm_wo_cs"])
+    assert nb.best_baseline(m, "dj30", "APY") == baselines.idxmax()
+    assert nb.best_baseline(m, "dj30", "RankIC", models=["lstm", "storm"]) == "lstm"
+    assert nb.best_baseline(m, "dj30", "APY", models=["storm", "market"]) is None
+    tests = nb.paired_tests(plan, m, "dj30", n=50)
+    assert list(tests.index) == ["daily RankIC", "daily return"]
+    assert tests.loc["daily return", "baseline"] == report.model_label(baselines.idxmax())
+    assert (tests["n_days"] == len(DATES)).all() and (tests["seed"] == 0).all()
+    assert ((tests["p_bootstrap"] > 0) & (tests["p_bootstrap"] <= 1)).all()
+    text = nb.paired_text(tests)
+    assert "STORM − " in text and "significant at 5%" in text and text.count("\n") == 1
+    assert nb.paired_tests(plan, m, "dj30", models=["storm"], n=20).empty   # no baseline: skipped
+    assert nb.paired_text(nb.paired_tests(plan[plan["model"] != "storm"], m, "dj30")).startswith("No paired test")
+
+
+def test_cost_curves_from_saved_scores(portfolio):
+    plan, _ = portfolio
+    panel = _with_scores(plan)
+    curves = nb.cost_curves(plan, "dj30", ["market", "lightgbm", "storm"], panel=panel, costs_bps=(0, 10, 20))
+    assert list(dict.fromkeys(curves["model"])) == ["LightGBM", "STORM"]       # the market has no scores
+    storm = curves[curves["model"] == "STORM"].set_index("cost_bps")
+    assert storm["APY"].is_monotonic_decreasing and storm.loc[0, "fee"] == 0
+    assert storm.loc[20, "fee"] == pytest.approx(2 * storm.loc[10, "fee"])
+    fig = plots.cost_curves(curves)
+    assert len(fig.axes[0].lines) == 2 + 2 and fig._repr_png_().startswith(b"\x89PNG")  # + the 1 bp and 0 lines
+    assert nb.cost_curves(plan, "sp500", panel=panel).empty                     # no runs: no panel needed
+    assert any("no " in t.get_text() for t in plots.cost_curves(curves.iloc[0:0]).axes[0].texts)
+
+
+def test_uncertainty_skips_missing_universes(portfolio, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs: shown.extend(objs))
+    plan, m = portfolio
+    panel = _with_scores(plan)
+    monkeypatch.setattr(nb.RunContext, "panel", lambda self, universe: panel)
+    ctx = nb.Context("table2_portfolio", {"universes": ["dj30", "sp500"], "models": list(nb.PORTFOLIO_MODELS),
+                                          "data_dir": None}, {})
+    nb.uncertainty(ctx, plan, m, costs=True, n=20)
+    texts = [getattr(o, "data", "") for o in shown if isinstance(o, IPython.display.Markdown)]
+    assert any("Paired tests" in t for t in texts)
+    assert any("No finished run of SP500" in t for t in texts)
+    assert sum(isinstance(o, plots.Figure) for o in shown) == 1              # dj30's cost curves only
+
+
+# --------------------------------------------------------------------------- protocol audit
+
+
+def _audit_runs(root: Path, model="storm", seeds=(0, 1), skip=()):
+    """Synthetic finished runs of every audit step of ``model`` (a run per spec; ``skip``: specs left out).
+    Values: clean APY 0.05 + 0.01 seed; each switch adds a known amount; official reading adds 0.1."""
+    from storm_lib import audit
+
+    bump = {"test_selection": 0.02, "sum_topk": 0.2, "sampled_predictions": -0.01, "prior_across_batch": 0.0,
+            "official_features": 0.03}
+    rows = []
+    for spec in audit.audit_specs(model, "dj30", seeds, "smoke"):
+        on = audit.switches_of(spec.protocol, spec.options_dict)
+        if any(s in on for s in skip):
+            continue
+        base = 0.05 + 0.01 * spec.seed + sum(bump[s] for s in on)
+        recs = []
+        for conv, extra in (("standard", 0.0), ("official", 0.1)):
+            for metric in ("APY", "CW", "ASR", "MDD"):
+                recs.append(("test", conv, metric, base + extra))
+            recs.append(("test", conv, "RankIC", 0.01 + (0.02 if "test_selection" in on else 0.0) + extra / 10))
+        m = pd.DataFrame(recs, columns=["split", "convention", "metric", "value"])
+        rows.append((spec, _write_run(root, spec, m, {})))
+    return _plan(rows)
+
+
+def test_audit_specs_from_the_context():
+    ctx = nb.Context("audit", {"universes": ["dj30"], "models": ["storm", "lightgbm"], "seeds": [0, 1],
+                               "profile": "smoke"}, {})
+    specs = nb.audit_specs(ctx)
+    assert len(specs) == len(set(specs)) == 2 * (10 + 6)
+    assert {s.protocol for s in specs} == {"clean", "paper"} and {s.profile for s in specs} == {"smoke"}
+    with pytest.raises(nb.NotebookStop, match="market"):
+        nb.audit_specs(nb.Context("audit", {"universes": ["dj30"], "models": ["market"], "seeds": [0],
+                                            "profile": "smoke"}, {}))
+
+
+def test_audit_frame_summary_waterfall_and_text(tmp_path):
+    plan = _audit_runs(tmp_path / "results")
+    at = nb.audit_frame(plan)
+    assert set(at["metric"]) == set(nb.AUDIT_METRICS) and set(at["seed"]) == {0, 1}
+    table = nb.audit_summary(at, "dj30", "storm", [0, 1], "smoke")
+    assert table.index.get_level_values("kind").tolist()[:2] == ["baseline", "alone"]
+    assert ("alone", "(b) sum_topk", "standard") in table.index
+    assert ("cumulative", "+ (f) official_features", "official") in table.index
+    assert table.loc[("alone", "(b) sum_topk", "standard"), ("APY", "Δ clean")] == "+0.200 ± 0.000"
+    assert table.loc[("alone", "(c) official_metrics", "official"), ("APY", "Δ clean")].startswith("+0.100")
+    assert table.loc[("baseline", "clean", "standard"), ("APY", "value")] == "0.055 ± 0.007 (n=2)"
+    assert table.loc[("published", "paper STORM", "paper"), ("APY", "value")] == "0.148 ± 0.046"
+    means = nb.audit_means(at, "dj30", "storm", "APY")
+    assert means.index[0] == "clean" and means.index[-1] == "+official_features"
+    assert means.iloc[-1] == pytest.approx(0.055 + 0.02 + 0.2 + 0.1 - 0.01 + 0.0 + 0.03)
+    fig = plots.waterfall(nb.audit_waterfall(at, "dj30", "storm"), nb.audit_paper_lines("dj30", "storm"))
+    assert [ax.get_title() for ax in fig.axes] == list(nb.WATERFALL_METRICS)
+    assert len(fig.axes[0].patches) >= len(means) + 1 and fig._repr_png_().startswith(b"\x89PNG")
+    text = nb.audit_text(at, "dj30", "storm")
+    assert "every switch on" in text and "Means over 2 seed(s)" in text
+    assert "APY 0.055 clean → 0.395 at `+official_features` (paper STORM 0.148 ± 0.046: exceeded)" in text
+    assert "ASR 0.055 clean → 0.395 at `+official_features` (paper STORM 1.052 ± 0.297: not reached)" in text
+    assert "for 2 of 3 metrics (APY, RankIC)" in text and "RankIC 0.010 clean → 0.040" in text
+    assert "0.065 ± 0.038: reached)" in text       # RankIC 0.04 >= 0.065 - 0.038
+    assert "alone, the largest moves are `sum_topk` (+0.200)" in text   # computed, not written
+    lines = nb.audit_paper_lines("dj30", "lightgbm")
+    assert [x[0] for x in lines["APY"]] == ["paper STORM", "paper LightGBM"]
+
+
+def test_audit_with_missing_runs(tmp_path, data_dir):  # run dirs are hashed with the real data
+    plan = _audit_runs(tmp_path / "results", skip=("official_features",))
+    from storm_lib import audit
+
+    full = nb.ensure_runs(audit.audit_specs("storm", "dj30", [0, 1], "smoke"), run_missing=False,
+                          results_dir=tmp_path / "empty", echo=lambda *_: None)
+    assert "All" in nb.missing_text(plan) and "20 of 20 audit runs are missing" in nb.missing_text(full)
+    assert "python -m storm_lib.run" in nb.missing_text(full)
+    at = nb.audit_frame(plan)
+    table = nb.audit_summary(at, "dj30", "storm", [0, 1], "smoke")
+    assert table.loc[("alone", "(f) official_features", "standard"), ("APY", "value")] == "not run"
+    text = nb.audit_text(at, "dj30", "storm")
+    assert "some cumulative steps are missing" in text and "+prior_across_batch" in text
+    empty = nb.audit_frame(full)
+    assert empty.empty and "no finished audit run" in nb.audit_text(empty, "dj30", "storm")
+    assert nb.audit_summary(empty, "dj30", "storm", [0], "smoke").iloc[0, 0] == "not run"
+    fig = plots.waterfall(nb.audit_waterfall(empty, "dj30", "storm"))
+    assert any("no " in t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_switch_table_lists_every_switch():
+    from storm_lib import audit
+
+    table = nb.switch_table()
+    assert len(table) == len(audit.SWITCHES) and table.index[0] == "(a) test_selection"
+    assert table.loc["(c) official_metrics", "switch"] == "read with convention official"
+    assert table.loc["(e) prior_across_batch", "models"] == "storm, storm_wo_ts, storm_wo_cs"
+    assert "<table" in nb.switch_table(styled=True).to_html()
