@@ -447,12 +447,7 @@ def comparison(m: pd.DataFrame, table: str, dataset: str, convention: str | None
     std over seeds, the paper's mean ± range over 10 runs, Δ). Without: ours only, captioned as such.
     ``dataset``: the universe, or the ticker for ``table="trading"`` (then rows are filtered by ``stock``).
     """
-    if table == "trading":
-        where.setdefault("stock", dataset)
-    else:
-        where.setdefault("universe", dataset)
-    metrics = list(metrics) if metrics is not None else list(IC_METRICS if table == "rankic" else PORTFOLIO_METRICS)
-    ours = select(m, split, convention, metrics, **where)
+    metrics, ours = _table_rows(m, table, dataset, split, convention, metrics, where)
     labels = [report.model_label(x) for x in as_list(models)] if models is not None else None
     if ours.empty and not paper:
         return pd.DataFrame({"note": ["no finished runs"]})
@@ -470,16 +465,18 @@ def comparison(m: pd.DataFrame, table: str, dataset: str, convention: str | None
                                     "this data / protocol")
 
 
+def _table_rows(m: pd.DataFrame, table: str, dataset: str, split: str, convention, metrics, where: dict):
+    """(metrics, rows of ``m``) of one paper table cell block: a universe, or a stock for trading."""
+    where = {("stock" if table == "trading" else "universe"): dataset, **where}
+    metrics = list(metrics) if metrics is not None else list(IC_METRICS if table == "rankic" else PORTFOLIO_METRICS)
+    return metrics, select(m, split, convention, metrics, **where)
+
+
 def improvement_table(m: pd.DataFrame, table: str, dataset: str, convention: str | None, split: str = "test",
                       paper: bool = True, metrics=None, **where) -> pd.DataFrame:
     """The paper's Improvement(%) row computed the paper's way on our means (:func:`report.improvement`),
     with the paper's printed row beside it when ``paper``."""
-    if table == "trading":
-        where.setdefault("stock", dataset)
-    else:
-        where.setdefault("universe", dataset)
-    metrics = list(metrics) if metrics is not None else list(IC_METRICS if table == "rankic" else PORTFOLIO_METRICS)
-    ours = select(m, split, convention, metrics, **where)
+    metrics, ours = _table_rows(m, table, dataset, split, convention, metrics, where)
     if ours.empty:
         return pd.DataFrame(columns=["ours (%)", "best variant", "best baseline"])
     imp = report.improvement(ours[["model", "metric", "value", "seed"]], table, metrics=metrics)
