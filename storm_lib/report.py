@@ -56,6 +56,7 @@ TABLES = ("portfolio", "trading", "rankic")
 STORM_ROWS = ("STORM", "STORM-w/o-TS", "STORM-w/o-CS")
 REFERENCE_ROWS = ("Market Index", "Buy&Hold")  # deterministic reference rows, never "baselines"
 IMPROVEMENT_ROW = "Improvement(%)"
+MIN_SEEDS = 3   # fewer seeds: a verdict is a point estimate and is labelled as such
 LOWER_IS_BETTER = frozenset({"MDD", "AVO"})
 TRADING_STOCKS = ("AAPL", "JPM", "IBM", "INTC", "MSFT")
 
@@ -641,6 +642,8 @@ def verdict(results: pd.DataFrame | None, claims: Sequence[Claim] | None = None,
     ``replicated``: ``yes``; ``no``; ``incomplete`` (STORM ahead of the comparators run so far, but not
     all were run); ``partly (k/n)`` for multi-dataset claims; ``not run yet``. For ``value`` claims
     "yes" means our mean lies within the paper's ± — a range over 10 runs, not a confidence interval.
+    With fewer than :data:`MIN_SEEDS` seeds, ``yes`` / ``no`` carry "(k seeds, untested)": a point
+    estimate, no statement of significance (the notebooks give bootstrap intervals and paired tests).
     ``by how much``: for ``beats`` claims, STORM's margin over the best comparator in the paper's
     Improvement formula (per cent, positive = better) and the paper's own margin in brackets.
     """
@@ -649,6 +652,10 @@ def verdict(results: pd.DataFrame | None, claims: Sequence[Claim] | None = None,
     conventions = {**DEFAULT_CONVENTIONS, **(conventions or {})}
     r = _select_results(results, protocol, split, options)
     rows = [_check_claim(c, r, tasks, conventions, tuple(profiles)) for c in claims]
+    for row in rows:  # a "beats" or "value" verdict on one or two seeds is a point estimate, say so
+        seeds = [int(k) for k in re.findall(r"(\d+) seed", str(row["runs"]))]
+        if seeds and min(seeds) < MIN_SEEDS and row["replicated"] in ("yes", "no"):
+            row["replicated"] += f" ({min(seeds)} seed{'s' if min(seeds) > 1 else ''}, untested)"
     out = pd.DataFrame(rows)
     out.attrs.update(protocol=protocol, split=split, n_rows=len(r))
     return out

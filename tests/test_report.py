@@ -207,9 +207,9 @@ def test_verdict_filters_protocol_options_and_prefers_profiles():
     assert (R.verdict(pd.concat([other, audit]))["replicated"] == "not run yet").all()
     smoke = base.assign(profile="smoke", value=0.0)
     v = R.verdict(pd.concat([smoke, base]))
-    assert v.loc[0, "runs"] == "cpu, 1 seed(s)" and v.loc[0, "replicated"] == "yes"
+    assert v.loc[0, "runs"] == "cpu, 1 seed(s)" and v.loc[0, "replicated"].split(" (")[0] == "yes"
     v = R.verdict(smoke)  # only smoke runs: used, and the table says so
-    assert v.loc[0, "runs"] == "smoke, 1 seed(s)" and v.loc[0, "replicated"] == "no"
+    assert v.loc[0, "runs"] == "smoke, 1 seed(s)" and v.loc[0, "replicated"].split(" (")[0] == "no"
 
 
 def test_verdict_incomplete_and_failed_claims():
@@ -223,8 +223,8 @@ def test_verdict_incomplete_and_failed_claims():
     worse = dj.copy()
     worse.loc[(worse["model"] == "STORM") & (worse["metric"] == "RankIC"), "value"] = 0.01
     v = R.verdict(worse).set_index("claim")
-    assert v.loc["STORM has a higher RankIC than every baseline on DJ30", "replicated"] == "no"
-    assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"] == "no"
+    assert v.loc["STORM has a higher RankIC than every baseline on DJ30", "replicated"].split(" (")[0] == "no"
+    assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"].split(" (")[0] == "no"
     assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "by how much"] == "Δ −0.055, 15% of the paper's"
     assert v.loc["STORM RankIC on SP500 ≈ 0.062", "replicated"] == "not run yet"
 
@@ -248,7 +248,7 @@ def test_cli_writes_the_book_includes(tmp_path):
     csv = tmp_path / "results.csv"
     paper_as_results(tables=("rankic",)).to_csv(csv, index=False)
     assert R.main(["verdict", "--results", str(csv), "--out", str(out / "v.md")]) == 0
-    assert "| STORM RankIC on DJ30 ≈ 0.065 | 0.065 ± 0.038 | 0.065 | yes |" in (out / "v.md").read_text()
+    assert "| STORM RankIC on DJ30 ≈ 0.065 | 0.065 ± 0.038 | 0.065 | yes (1 seed, untested) |" in (out / "v.md").read_text()
 
 
 def test_verdict_reads_the_runner_frame_shape():
@@ -269,10 +269,10 @@ def test_verdict_reads_the_runner_frame_shape():
                                      "value": ric if conv == "standard" and split == "test" else -1.0})
     v = R.verdict(pd.DataFrame(rows)).set_index("claim")
     assert v.loc["STORM beats the Market Index on DJ30 APY", "ours"] == "0.100 vs Market Index 0.063 (+58.7 %)"
-    assert v.loc["STORM beats the Market Index on DJ30 APY", "replicated"] == "yes"
+    assert v.loc["STORM beats the Market Index on DJ30 APY", "replicated"].split(" (")[0] == "yes"
     assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "ours"] == "0.020 ± 0.000"
     row = v.loc["STORM has a higher RankIC than every baseline on DJ30"]
-    assert row["replicated"] == "no" and row["ours"] == "0.020 vs LightGBM 0.030 (−33.3 %); 1/6 run"
+    assert row["replicated"].split(" (")[0] == "no" and row["ours"] == "0.020 vs LightGBM 0.030 (−33.3 %); 1/6 run"
 
 
 def test_verdict_trading_rows_may_name_the_stock_in_a_column():
@@ -298,3 +298,15 @@ def test_a_run_with_an_undefined_metric_is_not_reported_as_missing():
     assert cells.loc["PPO", "ASR"].startswith("undefined in our run(s) (n=1)")
     assert cells.loc["SAC", "ASR"].startswith("not run")
     assert cells.loc["PPO", "APY"].startswith("0.000 (n=1)")
+
+
+def test_verdicts_on_fewer_than_three_seeds_are_labelled_untested():
+    rows = []
+    for seed in (0,):
+        for model, v in (("storm", 0.065), ("lightgbm", 0.01)):
+            rows.append(dict(task="portfolio", universe="dj30", model=model, protocol="clean", profile="cpu",
+                             seed=seed, options="", split="test", convention="standard", metric="RankIC", value=v))
+    v = R.verdict(pd.DataFrame(rows)).set_index("claim")
+    assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"] == "yes (1 seed, untested)"
+    three = pd.DataFrame([{**r, "seed": s} for r in rows for s in (0, 1, 2)])
+    assert R.verdict(three).set_index("claim").loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"] == "yes"
