@@ -536,6 +536,44 @@ def _fmt_pct(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{x:+.1f} %".replace("-", _MINUS)
 
 
+LEVEL = 0.95  # the verdict's intervals
+
+
+def mean_interval(mean: float, std: float, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Student-t interval of a mean over ``n`` seeds (NaN, NaN for n < 2)."""
+    from scipy import stats as sps
+    if n < 2 or not np.isfinite(std):
+        return (np.nan, np.nan)
+    h = sps.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+    return (mean - h, mean + h)
+
+
+def margin_interval(a: tuple[float, float, int], b: tuple[float, float, int], metric: str,
+                    level: float = LEVEL) -> tuple[float, float, float]:
+    """Margin of ``a`` over ``b`` in the metric's units, signed so that positive = ``a`` better, with
+    a Welch t-interval over independent seeds: ``a``, ``b`` are (mean, std, n). A comparator run once
+    without a seed-dependent part (std NaN, e.g. the Market Index) counts as exact. Returns
+    (margin, low, high); low/high NaN when ``a`` has fewer than 2 seeds."""
+    from scipy import stats as sps
+    sign = -1.0 if _better(metric) == "down" else 1.0
+    (ma, sa, na), (mb, sb, nb) = a, b
+    d = sign * (ma - mb)
+    if na < 2 or not np.isfinite(sa):
+        return (d, np.nan, np.nan)
+    va = sa ** 2 / na
+    vb = sb ** 2 / nb if (nb >= 2 and np.isfinite(sb)) else 0.0
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return (d, d, d)
+    df = (va + vb) ** 2 / (va ** 2 / (na - 1) + (vb ** 2 / (nb - 1) if vb > 0 else 0.0))
+    h = sps.t.ppf(0.5 + level / 2, df) * se
+    return (d, d - h, d + h)
+
+
+def _fmt_interval(lo: float, hi: float) -> str:
+    return "–" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{_num(lo, 3, True)}, {_num(hi, 3, True)}]"
+
+
 def _check_dataset(claim: Claim, ds: str, r: pd.DataFrame, tasks, conventions, profiles) -> dict:
     """One claim on one dataset: the paper's side always, ours when the claim's model was run."""
     paper = _paper_rows(claim.table, ds)
@@ -549,6 +587,7 @@ def _check_dataset(claim: Claim, ds: str, r: pd.DataFrame, tasks, conventions, p
         row = here[here["model"] == claim.model].iloc[0]
         out.update(ours_value=float(ours[claim.model]), ours_std=float(row["std"]), n=int(row["n"]),
                    profile=prof)
+        out["ours_ci"] = mean_interval(out["ours_value"], out["ours_std"], out["n"])
     if claim.kind == "value":
         out["paper_pm"] = float(reported(claim.table, ds).set_index(["model", "metric"])
                                 .loc[(claim.model, claim.metric), "pm"])
@@ -569,9 +608,16 @@ def _check_dataset(claim: Claim, ds: str, r: pd.DataFrame, tasks, conventions, p
         return out
     o_best = oa.idxmin() if _better(claim.metric) == "down" else oa.idxmax()
     beats = all(_better_than(out["ours_value"], float(v), claim.metric) for v in oa)
+    b = here[here["model"] == o_best].iloc[0]
+    margin = margin_interval((out["ours_value"], out["ours_std"], out["n"]),
+                             (float(b["mean"]), float(b["std"]), int(b["n"])), claim.metric)
+    status = "yes" if beats and len(oa) == len(against) else "incomplete" if beats else "no"
+    # with enough seeds, "yes" needs the margin over the best comparator to exclude zero
+    if status == "yes" and out["n"] >= MIN_SEEDS and np.isfinite(margin[1]) and margin[1] <= 0:
+        status = "ahead, not significant"
     out.update(ours_best=o_best, ours_best_value=float(oa[o_best]),
                ours_gain=_gain(out["ours_value"], float(oa[o_best]), claim.metric),
-               status="yes" if beats and len(oa) == len(against) else "incomplete" if beats else "no")
+               margin=margin, status=status)
     return out
 
 
@@ -589,7 +635,8 @@ def _check_claim(claim: Claim, r: pd.DataFrame, tasks, conventions, profiles) ->
                 ratio = (f", {x['ours_value'] / x['paper_value']:.0%} of the paper's"
                          if x["paper_value"] > 0 and x["ours_value"] > 0 else "")
                 row.update(ours=f"{_num(x['ours_value'])}{sd}",
-                           how=f"Δ {_num(x['ours_value'] - x['paper_value'], 3, True)}{ratio}")
+                           how=f"Δ {_num(x['ours_value'] - x['paper_value'], 3, True)}{ratio}",
+                           ci=_fmt_interval(*x["ours_ci"]))
         else:
             row["paper"] = (f"{_num(x['paper_value'])} vs {x['paper_best']} {_num(x['paper_best_value'])} "
                             f"({_fmt_pct(x['paper_gain'])})")
@@ -597,7 +644,8 @@ def _check_claim(claim: Claim, r: pd.DataFrame, tasks, conventions, profiles) ->
                 part = f"; {x['n_run']}/{x['n_against']} run" if x["n_run"] < x["n_against"] else ""
                 row.update(ours=f"{_num(x['ours_value'])} vs {x['ours_best']} {_num(x['ours_best_value'])}"
                                 f" ({_fmt_pct(x['ours_gain'])}){part}",
-                           how=f"{_fmt_pct(x['ours_gain'])} (paper {_fmt_pct(x['paper_gain'])})")
+                           how=f"{_fmt_pct(x['ours_gain'])} (paper {_fmt_pct(x['paper_gain'])})",
+                           ci=_fmt_interval(*x["margin"][1:]))
         row["replicated"] = run[0]["status"] if run else "not run yet"
         if x["run"] and not run:
             row["ours"] = f"{_num(x['ours_value'])}, no comparator run yet"
@@ -615,14 +663,18 @@ def _check_claim(claim: Claim, r: pd.DataFrame, tasks, conventions, profiles) ->
             row["ours"] = f"{len(yes)}/{n}" + (f": {', '.join(yes)}" if yes else "")
             if claim.kind != "value":
                 row["how"] = "; ".join(f"{x['dataset']} {_fmt_pct(x['ours_gain'])}" for x in run)
+                if any(np.isfinite(x["margin"][1]) for x in run):
+                    row["ci"] = "; ".join(f"{x['dataset']} {_fmt_interval(*x['margin'][1:])}" for x in run)
             if len(run) < n:
                 row["ours"] += f" ({n - len(run)} not run)"
             row["replicated"] = ("yes" if len(yes) == n else
-                                 "no" if not yes and all(x["status"] == "no" for x in run) else "partly")
+                                 "no" if not yes and all(x["status"] == "no" for x in run) else
+                                 f"partly ({len(yes)}/{n})")
         else:
             row["replicated"] = "not run yet"
     return {"claim": row["claim"], "paper": row["paper"], "ours": row.get("ours", "–"),
-            "replicated": row["replicated"], "by how much": row.get("how", "–"), "runs": runs}
+            "replicated": row["replicated"], "by how much": row.get("how", "–"),
+            "95% interval": row.get("ci", "–"), "runs": runs}
 
 
 def verdict(results: pd.DataFrame | None, claims: Sequence[Claim] | None = None, protocol: str = "clean",
@@ -646,6 +698,12 @@ def verdict(results: pd.DataFrame | None, claims: Sequence[Claim] | None = None,
     estimate, no statement of significance (the notebooks give bootstrap intervals and paired tests).
     ``by how much``: for ``beats`` claims, STORM's margin over the best comparator in the paper's
     Improvement formula (per cent, positive = better) and the paper's own margin in brackets.
+    ``95% interval``: for ``value`` claims the Student-t interval of our mean over seeds; for ``beats``
+    claims the Welch t-interval of STORM's margin over the best comparator in the metric's units
+    (positive = STORM better; :func:`margin_interval`). With at least :data:`MIN_SEEDS` seeds a
+    ``beats`` claim reads ``yes`` only when that interval excludes zero, else ``ahead, not significant``.
+    These intervals cover training randomness (seeds) on the one fixed test period; the notebooks add
+    day-level block-bootstrap intervals and paired tests (``storm_lib.stats``).
     """
     claims = default_claims() if claims is None else list(claims)
     tasks = {**DEFAULT_TASKS, **(tasks or {})}
