@@ -346,3 +346,24 @@ def test_beats_verdict_needs_an_interval_that_excludes_zero():
     assert lo < 0 < hi
     behind = R.verdict(frame([0.0, 0.001, 0.002]), claims=claim).iloc[0]
     assert behind["replicated"] == "no"
+
+
+def test_compute_record_sums_wall_time_per_book_part():
+    runs = pd.DataFrame([
+        dict(task="portfolio", universe="dj30", model="storm", protocol="clean", options="", seed=0, wall_seconds=300.0),
+        dict(task="portfolio", universe="dj30", model="storm", protocol="clean", options="", seed=1, wall_seconds=100.0),
+        dict(task="portfolio", universe="dj30", model="storm", protocol="clean", options="codebook_size=128",
+             seed=0, wall_seconds=50.0),
+        dict(task="portfolio", universe="dj30", model="storm", protocol="paper", options="", seed=0, wall_seconds=60.0),
+        dict(task="portfolio", universe="dj30", model="lightgbm", protocol="clean",
+             options="topk_variant=official", seed=0, wall_seconds=6.0),
+        dict(task="trading", universe="dj30", model="ppo", protocol="clean", options=None, seed=0, wall_seconds=7200.0),
+    ])
+    c = R.compute_summary(runs).set_index(["part", "model"])
+    assert c.loc[("Tables 2, 4, ablations", "storm"), ["runs", "seeds", "total_s", "median_s"]].tolist() == [2, 2, 400.0, 200.0]
+    assert c.loc[("Figure 3 (codebook sweep)", "storm"), "total_s"] == 50.0
+    assert c.loc[("audit", "storm"), "total_s"] == 60.0 and c.loc[("audit", "lightgbm"), "total_s"] == 6.0
+    assert c.loc[("Table 3 (trading)", "ppo"), "total_s"] == 7200.0
+    md = R.compute_markdown(runs)
+    assert "| **total** |  | 6 |  | 2.1 h |  |" in md and "STORM 6.7 min" in md
+    assert R.compute_markdown(pd.DataFrame()).startswith("No finished runs")
