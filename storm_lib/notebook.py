@@ -535,6 +535,17 @@ def trading_config(config: dict, profile: str):
     return out.style.set_properties(**{"text-align": "left"}).set_table_styles(TABLE_CSS, overwrite=False)
 
 
+def profile_table(profile: str, trading: bool = False):
+    """STORM's settings in ``profile`` beside the official code's (:func:`storm_lib.profiles.compare_to_paper`),
+    rows that differ in bold; ``.data`` is the frame."""
+    from .profiles import compare_to_paper
+
+    t = compare_to_paper(profile, trading=trading)
+    bold = lambda row: ["font-weight: bold" if not row["same"] else ""] * len(row)  # noqa: E731
+    return (t.style.apply(bold, axis=1).set_properties(**{"text-align": "left"})
+            .set_table_styles(TABLE_CSS, overwrite=False))
+
+
 # --------------------------------------------------------------------------- run tables
 
 

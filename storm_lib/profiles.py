@@ -84,3 +84,42 @@ def get_profile(profile: str | Profile) -> Profile:
         return PROFILES[profile]
     except KeyError:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}") from None
+
+
+#: what the authors' released code uses where a profile may differ (official-code.md §2, §4, §8)
+OFFICIAL = {
+    "window (days)": 64, "width (d_model)": 256, "TS / CS encoder layers": "4 / 4",
+    "TS / CS decoder layers": "2 / 2", "codebook (codes)": 512, "batch (DJ30 / SP500)": "32 / 8",
+    "learning rate": 1e-4, "epochs": "1,000, no early stopping (selection on the test period)",
+    "steps per epoch": "one pass (~100 at batch 32)", "PPO environment steps": "100,000,000",
+}
+
+
+def compare_to_paper(profile: str | Profile, trading: bool = False):
+    """The settings of ``profile`` beside the official code's, one row per setting that can differ
+    (a pandas DataFrame with columns ``this profile``, ``official code``, ``same``). ``trading`` adds
+    the RL budget of PPO (storm_lib.trading.agents.BUDGETS)."""
+    import pandas as pd
+
+    p = get_profile(profile)
+    st, tr = p.storm, p.train
+    big = {**{k: getattr(tr, k) for k in ("batch_size", "steps_per_epoch", "max_epochs", "patience")}, **p.large}
+    ours = {
+        "window (days)": p.window, "width (d_model)": st.get("d_model"),
+        "TS / CS encoder layers": f"{st.get('ts_layers')} / {st.get('cs_layers')}",
+        "TS / CS decoder layers": f"{st.get('ts_dec_layers')} / {st.get('cs_dec_layers')}",
+        "codebook (codes)": st.get("codebook_size"),
+        "batch (DJ30 / SP500)": f"{tr.batch_size} / {big['batch_size']}",
+        "learning rate": tr.lr,
+        "epochs": (f"at most {tr.max_epochs} (SP500 {big['max_epochs']}), early stopping on validation "
+                   f"RankIC, patience {tr.patience}"),
+        "steps per epoch": ("one pass" if tr.steps_per_epoch is None else
+                            f"{tr.steps_per_epoch} (SP500 {big['steps_per_epoch']})"),
+    }
+    if trading:
+        from .trading.agents import budget
+        ours["PPO environment steps"] = f"{budget('ppo', p.name)['timesteps']:,}"
+    rows = {k: (ours[k], OFFICIAL[k]) for k in ours}
+    out = pd.DataFrame(rows, index=["this profile", "official code"]).T.rename_axis(f"profile {p.name!r}")
+    out["same"] = [str(a) == str(b) for a, b in zip(out["this profile"], out["official code"])]
+    return out

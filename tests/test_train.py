@@ -143,3 +143,25 @@ def test_window_mismatch_is_explained():
     panel = planted_panel(window=8)
     with pytest.raises(ValueError, match="expects window 16"):
         model().fit(panel, PROTO)
+
+
+def test_compare_to_paper_reads_the_profiles_not_a_copy():
+    from storm_lib.profiles import OFFICIAL, PROFILES, compare_to_paper
+    from storm_lib.trading.agents import budget
+
+    cpu = compare_to_paper("cpu", trading=True)
+    assert list(cpu.index) == list(OFFICIAL)
+    assert cpu.loc["width (d_model)", "this profile"] == PROFILES["cpu"].storm["d_model"]
+    assert not cpu.loc["width (d_model)", "same"] and cpu.loc["window (days)", "same"]
+    assert cpu.loc["PPO environment steps", "this profile"] == f"{budget('ppo', 'cpu')['timesteps']:,}"
+    paper = compare_to_paper("paper")
+    assert "PPO environment steps" not in paper.index
+    assert paper.loc[["width (d_model)", "TS / CS encoder layers", "codebook (codes)", "learning rate"], "same"].all()
+
+
+def test_profile_table_bolds_the_rows_that_differ():
+    pytest.importorskip("jinja2")
+    from storm_lib import notebook as nb
+
+    html = nb.profile_table("cpu").to_html()
+    assert html.count("font-weight: bold") >= 1 and "official code" in html

@@ -30,6 +30,18 @@ FOOTER_MD = """## Environment and cost
 Versions, hardware, this notebook's wall time, the data hashes, the runs it read (with the compute they
 recorded) and the exact command that reruns it."""
 
+PROFILE_MD = """
+## Settings: this profile against the official code
+
+The numbers above come from the profile named in the parameters (`profile`, default `cpu`). Where its
+settings differ from the authors' released code (bold rows), our numbers answer a smaller question than the
+paper's: the same method at a CPU budget. The baselines' own sizes are on the Method page."""
+
+
+def profile_cells(trading: bool = False):
+    return [md(PROFILE_MD), code(f"nb.profile_table(ctx.profile, trading={trading})")]
+
+
 READING = """How to read a cell: the first line is **our mean ± standard deviation over our seeds** (n = number of seeds;
 no ± with one seed), the second **the paper's mean ± its printed range over 10 runs** (a range, not a
 standard deviation), the third **Δ = ours − paper**. Green: our mean lies within the paper's range; red: it
@@ -124,6 +136,7 @@ m = ctx.metrics(plan)'''),
     code('''for u in ctx.universes:
     display(Markdown(f"**{u.upper()}**, test split, convention `{ctx.convention}`"),
             nb.comparison(m, "portfolio", u, ctx.convention, models=ctx.models, paper=ctx.has_paper(u)))'''),
+    *profile_cells(False),
     md("""
 ## The Improvement(%) row
 
@@ -191,6 +204,7 @@ nb.trading_config(experiment.run_task.config, ctx.profile)'''),
     code('''for s in ctx.stocks:
     display(Markdown(f"**{s}**, test split, convention `{ctx.convention}`"),
             nb.comparison(m, "trading", s, ctx.convention, models=ctx.models, paper=ctx.has_paper(ctx.universe)))'''),
+    *profile_cells(True),
     md("""
 ## Equity curves
 
@@ -239,6 +253,7 @@ m = ctx.metrics(plan)'''),
     code('''for u in ctx.universes:
     display(Markdown(f"**{u.upper()}**, test split, convention `{ctx.convention}`"),
             nb.comparison(m, "rankic", u, ctx.convention, models=ctx.models, paper=ctx.has_paper(u)))'''),
+    *profile_cells(False),
     md("""
 ## The Improvement(%) row
 
@@ -298,6 +313,7 @@ nb.ablation_table(ab)'''),
 Generated from the numbers above (not written by hand): per task, how often full STORM is the best of the
 three variants in our runs and in the paper, and how often our best variant is the paper's."""),
     code("display(Markdown(nb.ablation_text(ab)))"),
+    *profile_cells(True),
     md(FOOTER_MD),
     code("nb.footer(ctx)"),
 ])
@@ -352,6 +368,7 @@ beside them (dataset not stated, values read by eye)."""),
     sweep = nb.codebook_sweep(m, u, model, convention=ctx.convention)
     display(Markdown(f"**{u.upper()}, {nb.report.model_label(model)}**"), sweep.round(3),
             plots.codebook_curve(sweep, title=f"{u.upper()}: {nb.report.model_label(model)} against the codebook size"))'''),
+    *profile_cells(False),
     md(FOOTER_MD),
     code("nb.footer(ctx)"),
 ])
