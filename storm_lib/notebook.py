@@ -925,30 +925,57 @@ def _finished_runs(plan: pd.DataFrame, universe: str, models=None, seed: int | N
     return sel.set_index("model").loc[[x for x in order if x in set(sel["model"])]].reset_index()
 
 
+def _pooled_runs(plan: pd.DataFrame, universe: str, models=None, seed: int | None = None,
+                 options: str = "") -> list[tuple[str, list[str], list[int]]]:
+    """(model, run_dirs, seeds) per model, in ``models`` order: every finished seed of the model
+    (default options) when ``seed`` is None, else the run of ``seed``."""
+    if plan is None or plan.empty:
+        return []
+    sel = plan[plan["finished"].astype(bool) & (plan["universe"] == universe)
+               & (plan["options"].fillna("") == options)]
+    if seed is not None:
+        sel = sel[sel["seed"] == int(seed)]
+    order = as_list(models) if models is not None else list(dict.fromkeys(plan["model"]))
+    out = []
+    for model in order:
+        runs = sel[sel["model"] == model].sort_values("seed", kind="stable").drop_duplicates("seed")
+        if len(runs):
+            out.append((model, list(runs["run_dir"]), [int(x) for x in runs["seed"]]))
+    return out
+
+
+def _seeds_text(seeds) -> str:
+    seeds = sorted(int(s) for s in seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
 def ci_frame(plan: pd.DataFrame, universe: str, models=None, seed: int | None = None, n: int = 2000,
              level: float = 0.95, metrics=CI_METRICS) -> pd.DataFrame:
     """Block-bootstrap CIs (:func:`storm_lib.stats.run_cis`: stationary bootstrap of the test days,
-    Politis–White block, standard convention) of each model's test ``metrics`` from its run's
-    ``daily.csv``. One run per model: ``seed``, or the model's lowest finished seed (the CI is the
-    sampling uncertainty over days of that run, not the seed spread). Long: model (paper label), seed,
-    metric, estimate, low, high, block, n_days."""
+    Politis–White block, standard convention) of each model's test ``metrics`` from its runs'
+    ``daily.csv``. Per model, every finished seed pooled day by day (the mean daily return and RankIC
+    over seeds; :func:`storm_lib.stats.load_daily`), or only ``seed``. The CI is the sampling uncertainty
+    over test days of that seed-averaged run; the seed spread is in the comparison tables. Long: model
+    (paper label), seeds (text, e.g. ``0–4``), metric, estimate, low, high, block, n_days."""
     from . import stats
 
-    cols = ["model", "seed", "metric", "estimate", "low", "high", "block", "n_days"]
+    cols = ["model", "seeds", "metric", "estimate", "low", "high", "block", "n_days"]
     rows = []
-    for r in _finished_runs(plan, universe, models, seed).itertuples():
-        ci = stats.run_cis(r.run_dir, "standard", n=n, level=level)
+    for model, dirs, seeds in _pooled_runs(plan, universe, models, seed):
+        ci = stats.run_cis(dirs, "standard", n=n, level=level)
         for metric in metrics:
             if metric in ci.index:
                 c = ci.loc[metric]
-                rows.append({"model": report.model_label(r.model), "seed": int(r.seed), "metric": metric,
+                rows.append({"model": report.model_label(model), "seeds": _seeds_text(seeds), "metric": metric,
                              "estimate": c["estimate"], "low": c["low"], "high": c["high"], "block": c["block"],
                              "n_days": int(c["n_days"])})
     return pd.DataFrame(rows, columns=cols)
 
 
 def ci_table(cis: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """:func:`ci_frame` wide: rows model, columns metric, cells ``estimate [low, high]``; ``seed`` column."""
+    """:func:`ci_frame` wide: rows model, columns metric, cells ``estimate [low, high]``; ``seeds`` column."""
     if cis.empty:
         return pd.DataFrame()
     cells = cis.assign(cell=[f"{_fmt(e, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
@@ -956,7 +983,7 @@ def ci_table(cis: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     out = cells.pivot(index="model", columns="metric", values="cell").fillna("–")
     out = out.loc[list(dict.fromkeys(cis["model"])), [k for k in CI_METRICS if k in out.columns]
                   + [k for k in out.columns if k not in CI_METRICS]]
-    out.insert(0, "seed", cis.drop_duplicates("model").set_index("model")["seed"])
+    out.insert(0, "seeds", cis.drop_duplicates("model").set_index("model")["seeds"])
     out.columns.name = None
     return out
 
@@ -977,27 +1004,29 @@ def paired_tests(plan: pd.DataFrame, m: pd.DataFrame, universe: str, model: str 
                  seed: int | None = None, n: int = 2000) -> pd.DataFrame:
     """:func:`storm_lib.stats.paired_test` of ``model`` against the best baseline on the test days: daily
     RankIC against the baseline with the highest mean test RankIC, daily net portfolio return against
-    the one with the highest mean test APY (standard convention; :func:`best_baseline`). Both runs of
-    ``seed`` (default: STORM's lowest finished seed). Rows: ``daily RankIC``, ``daily return``; a
-    comparison whose runs are missing is left out."""
+    the one with the highest mean test APY (standard convention; :func:`best_baseline`). Each side pools
+    all its finished seeds day by day (:func:`storm_lib.stats.load_daily`), or uses only ``seed``. Rows:
+    ``daily RankIC``, ``daily return``; a comparison whose runs are missing is left out."""
     from . import stats
 
     cols = ["baseline", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "p_bootstrap", "t_hac", "p_hac",
-            "n_days", "seed"]
-    own = _finished_runs(plan, universe, [model], seed)
-    if own.empty:
+            "n_days", "seeds", "baseline_seeds"]
+    own = _pooled_runs(plan, universe, [model], seed)
+    if not own:
         return pd.DataFrame(columns=cols)
-    seed = int(own["seed"].iloc[0])
+    _, own_dirs, own_seeds = own[0]
     rows = {}
     for label, column, metric in (("daily RankIC", "rank_ic", "RankIC"), ("daily return", "return", "APY")):
         base = best_baseline(m, universe, metric, models)
-        other = _finished_runs(plan, universe, [base], seed) if base else pd.DataFrame()
-        if other.empty:
+        other = _pooled_runs(plan, universe, [base], seed) if base else []
+        if not other:
             continue
-        a = stats.load_daily(own["run_dir"].iloc[0])[column]
-        b = stats.load_daily(other["run_dir"].iloc[0])[column]
+        _, dirs, seeds = other[0]
+        a = stats.load_daily(own_dirs)[column]
+        b = stats.load_daily(dirs)[column]
         res = stats.paired_test(a, b, n=n, align="exact")
-        rows[label] = {"baseline": report.model_label(base), **{k: res[k] for k in cols[1:-1]}, "seed": seed}
+        rows[label] = {"baseline": report.model_label(base), **{k: res[k] for k in cols[1:-2]},
+                       "seeds": _seeds_text(own_seeds), "baseline_seeds": _seeds_text(seeds)}
     return pd.DataFrame.from_dict(rows, orient="index", columns=cols)
 
 
@@ -1008,7 +1037,8 @@ def paired_text(tests: pd.DataFrame, model: str = "STORM", level: float = 0.05) 
     lines = []
     for what, r in tests.iterrows():
         sig = max(r["p_bootstrap"], r["p_hac"]) < level
-        lines.append(f"- **{what}**, {model} − {r['baseline']} (seed {int(r['seed'])}, {int(r['n_days'])} days): "
+        lines.append(f"- **{what}**, {model} − {r['baseline']} (seeds {r['seeds']} against {r['baseline_seeds']}, "
+                     f"pooled day by day; {int(r['n_days'])} days): "
                      f"mean difference {_fmt(r['mean_diff'], 5)} [{_fmt(r['ci_low'], 5)}, {_fmt(r['ci_high'], 5)}], "
                      f"p = {r['p_bootstrap']:.3f} (block bootstrap), {r['p_hac']:.3f} (Newey–West t): "
                      + (f"significant at {level:.0%}" if sig else f"not significant at {level:.0%}")
@@ -1056,7 +1086,7 @@ def uncertainty(ctx: Context, plan: pd.DataFrame, m: pd.DataFrame, costs: bool =
             continue
         display(ci_table(cis).style.set_table_styles(TABLE_CSS, overwrite=False).set_caption(
             f"{u.upper()}, test split, standard convention: estimate [95% CI], stationary block bootstrap of the "
-            "days (Politis–White block), one run per model (column seed)"))
+            "days (Politis–White block); per model its seeds (column seeds) averaged day by day"))
         if "storm" in models:
             display(Markdown("**Paired tests, STORM − best baseline**\n\n"
                              + paired_text(paired_tests(plan, m, u, "storm", models, n=n))))

@@ -550,16 +550,31 @@ def cost_curve_from_run(run, labels: pd.DataFrame | None = None, *, panel=None, 
 
 
 def load_daily(run, results_dir=None, data_dir=None) -> pd.DataFrame:
-    """``daily.csv`` of a finished portfolio run (date index; rank_ic, return, turnover, benchmark)."""
+    """``daily.csv`` of a finished portfolio run (date index; rank_ic, return, turnover, benchmark).
+
+    ``run`` may also be a list of runs (e.g. the seeds of one model): their daily series are averaged
+    date by date (the daily return of equal capital split across the runs' portfolios, the mean daily
+    RankIC); the runs must cover the same dates. ``attrs["n_runs"]`` says how many were pooled."""
     from . import run as run_mod
 
-    return run_mod.load_table(_run_path(run, results_dir, data_dir), "daily")
+    runs = list(run) if isinstance(run, (list, tuple)) else [run]
+    if not runs:
+        raise ValueError("load_daily: no run given")
+    frames = [run_mod.load_table(_run_path(r, results_dir, data_dir), "daily") for r in runs]
+    first = frames[0]
+    for r, f in zip(runs[1:], frames[1:]):
+        if not f.index.equals(first.index):
+            raise ValueError(f"load_daily: run {r} covers other dates than {runs[0]}; cannot pool them")
+    out = first if len(frames) == 1 else sum(f.astype(float) for f in frames) / len(frames)
+    out.attrs["n_runs"] = len(frames)
+    return out
 
 
 def run_cis(run, convention: str = "standard", n: int = 2000, level: float = 0.95, seed=0,
             method: str = "stationary", results_dir=None, **kwargs) -> pd.DataFrame:
     """CIs of one run's test metrics: ``metric_cis`` of its daily returns and, for a model (not the
-    market index), ``rank_ic_ci`` of its daily RankIC, stacked (rows APY, ASR, CW, MDD, RankIC, RankICIR)."""
+    market index), ``rank_ic_ci`` of its daily RankIC, stacked (rows APY, ASR, CW, MDD, RankIC, RankICIR).
+    ``run`` may be a list of runs (seeds), pooled by :func:`load_daily`."""
     daily = load_daily(run, results_dir)
     parts = [metric_cis(daily["return"], convention, n=n, level=level, seed=seed, method=method, **kwargs)]
     if daily["rank_ic"].notna().any():
@@ -570,7 +585,8 @@ def run_cis(run, convention: str = "standard", n: int = 2000, level: float = 0.9
 
 def compare_runs(run_a, run_b, n: int = 2000, level: float = 0.95, seed=0, method: str = "stationary",
                  results_dir=None) -> pd.DataFrame:
-    """:func:`paired_test` of two runs on daily RankIC and daily net return (rows), e.g. STORM vs LightGBM."""
+    """:func:`paired_test` of two runs on daily RankIC and daily net return (rows), e.g. STORM vs LightGBM.
+    Either side may be a list of runs (seeds), pooled by :func:`load_daily`."""
     da, db = load_daily(run_a, results_dir), load_daily(run_b, results_dir)
     rows = {}
     for col in ("rank_ic", "return"):

@@ -517,17 +517,21 @@ def test_ci_frame_and_table(portfolio):
     plan, _ = portfolio
     cis = nb.ci_frame(plan, "dj30", ["market", "lightgbm", "storm"], n=50)
     assert list(dict.fromkeys(cis["model"])) == ["Market Index", "LightGBM", "STORM"]
-    assert set(cis["seed"]) == {0}                       # lowest seed by default
+    assert set(cis["seeds"]) == {"0,1"}                  # every finished seed, pooled
     assert set(cis.loc[cis["model"] == "STORM", "metric"]) == {"APY", "ASR", "RankIC"}
     assert "RankIC" not in set(cis.loc[cis["model"] == "Market Index", "metric"])  # no scores, no RankIC
     assert (cis["low"] <= cis["estimate"]).all() and (cis["estimate"] <= cis["high"]).all()
     ic = cis[(cis["model"] == "STORM") & (cis["metric"] == "RankIC")].iloc[0]
-    storm0 = plan.loc[(plan["model"] == "storm") & (plan["seed"] == 0), "run_dir"].iloc[0]
-    daily = pd.read_csv(Path(storm0) / "daily.csv")
-    assert ic["estimate"] == pytest.approx(daily["rank_ic"].mean()) and ic["n_days"] == len(DATES)
-    assert set(nb.ci_frame(plan, "dj30", ["storm"], seed=1, n=20)["seed"]) == {1}
+    storm = plan.loc[(plan["model"] == "storm"), "run_dir"]
+    daily = sum(pd.read_csv(Path(d) / "daily.csv")["rank_ic"] for d in storm) / len(storm)
+    assert ic["estimate"] == pytest.approx(daily.mean()) and ic["n_days"] == len(DATES)
+    one = nb.ci_frame(plan, "dj30", ["storm"], seed=1, n=20)
+    assert set(one["seeds"]) == {"1"}
+    storm1 = plan.loc[(plan["model"] == "storm") & (plan["seed"] == 1), "run_dir"].iloc[0]
+    assert one.set_index("metric").loc["RankIC", "estimate"] == pytest.approx(
+        pd.read_csv(Path(storm1) / "daily.csv")["rank_ic"].mean())
     table = nb.ci_table(cis)
-    assert list(table.columns) == ["seed", "APY", "ASR", "RankIC"] and table.loc["Market Index", "RankIC"] == "–"
+    assert list(table.columns) == ["seeds", "APY", "ASR", "RankIC"] and table.loc["Market Index", "RankIC"] == "–"
     assert table.loc["STORM", "APY"].count("[") == 1
     assert nb.ci_frame(plan, "sp500", n=20).empty and nb.ci_table(nb.ci_frame(plan, "sp500")).empty
 
@@ -542,7 +546,7 @@ def test_best_baseline_and_paired_tests(portfolio):
     tests = nb.paired_tests(plan, m, "dj30", n=50)
     assert list(tests.index) == ["daily RankIC", "daily return"]
     assert tests.loc["daily return", "baseline"] == report.model_label(baselines.idxmax())
-    assert (tests["n_days"] == len(DATES)).all() and (tests["seed"] == 0).all()
+    assert (tests["n_days"] == len(DATES)).all() and (tests["seeds"] == "0,1").all()
     assert ((tests["p_bootstrap"] > 0) & (tests["p_bootstrap"] <= 1)).all()
     text = nb.paired_text(tests)
     assert "STORM − " in text and "significant at 5%" in text and text.count("\n") == 1

@@ -270,3 +270,34 @@ def test_cost_curve_from_run_directory(tmp_path):
     pd.testing.assert_frame_equal(stats.cost_curve_from_run(run, panel=FakePanel(), costs_bps=(0, 5)), direct)
     with pytest.raises(FileNotFoundError):
         stats.cost_curve_from_run(tmp_path / "missing", labels)
+
+
+def test_load_daily_pools_seeds_date_by_date(tmp_path):
+    dates = pd.bdate_range("2021-04-01", periods=30, name="date")
+    rng = np.random.default_rng(0)
+    runs = []
+    for k in range(3):
+        run = tmp_path / f"seed{k}"
+        run.mkdir()
+        pd.DataFrame({"rank_ic": rng.normal(0, 0.1, 30), "return": rng.normal(0, 0.01, 30),
+                      "turnover": rng.uniform(0, 1, 30), "benchmark": rng.normal(0, 0.01, 30)},
+                     index=dates).to_csv(run / "daily.csv")
+        (run / "run.json").write_text("{}")
+        runs.append(run)
+    one = stats.load_daily(runs[0])
+    assert one.attrs["n_runs"] == 1
+    pooled = stats.load_daily(runs)
+    assert pooled.attrs["n_runs"] == 3
+    each = [stats.load_daily(r) for r in runs]
+    for col in ("rank_ic", "return"):
+        np.testing.assert_allclose(pooled[col], (each[0][col] + each[1][col] + each[2][col]) / 3)
+    ci = stats.run_cis(runs, n=200)
+    assert ci.loc["RankIC", "estimate"] == pytest.approx(pooled["rank_ic"].mean())
+    short = tmp_path / "short"
+    short.mkdir()
+    each[0].iloc[:-1].to_csv(short / "daily.csv")
+    (short / "run.json").write_text("{}")
+    with pytest.raises(ValueError, match="other dates"):
+        stats.load_daily([runs[0], short])
+    with pytest.raises(ValueError, match="no run"):
+        stats.load_daily([])
