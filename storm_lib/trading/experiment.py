@@ -175,12 +175,17 @@ def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", p
     stocks = tqdm(setup.stocks, desc=METHODS[method], disable=not progress, leave=False)
     dummy = np.zeros((len(setup.panel.dates), 1), np.float32)
 
-    if method == "buy_and_hold":
+    def trade_each(policy_for):
+        """policy_for(stock) -> (observations, trade(env), training seconds); evaluates every stock."""
         for s in stocks:
-            c, r = _evaluate(setup, s, dummy, lambda env: run_policy(env, lambda obs: BUY))
-            curves += c
-            rows += r
-            info["train_seconds"][s] = 0.0
+            obs, trade, seconds = policy_for(s)
+            c, r = _evaluate(setup, s, obs, trade)
+            curves.extend(c)
+            rows.extend(r)
+            info["train_seconds"][s] = seconds
+
+    if method == "buy_and_hold":
+        trade_each(lambda s: (dummy, lambda env: run_policy(env, lambda obs: BUY), 0.0))
 
     elif method in SIGNAL_MODELS:
         model, secs = _fit_return_model(method, setup, seed, prof, progress,
@@ -189,12 +194,7 @@ def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", p
         scores = {split: model.predict(setup.panel, split=split, protocol=setup.protocol) for split in EVAL_SPLITS}
         allscores = pd.concat(scores.values()).sort_index()
         allscores = allscores[~allscores.index.duplicated()]    # paper protocol: valid = test
-        for s in stocks:
-            pol = signal_policy(allscores[s])
-            c, r = _evaluate(setup, s, dummy, lambda env, pol=pol: run_policy(env, pol))
-            curves += c
-            rows += r
-            info["train_seconds"][s] = 0.0
+        trade_each(lambda s: (dummy, lambda env, pol=signal_policy(allscores[s]): run_policy(env, pol), 0.0))
         info["buy_share_test"] = {s: float((scores["test"][s] > 0).mean()) for s in setup.stocks}
 
     else:
@@ -209,20 +209,19 @@ def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", p
             obs_by_stock = factor_tokens(model, setup.panel, list(setup.stocks), days)
             token_shape = next(iter(obs_by_stock.values())).shape[1:]
         info.update(algo=algo, best_step={}, timesteps=None, logs={})
-        for s in stocks:
-            obs = obs_by_stock[s]
+
+        def train(s):
+            obs = obs_by_stock.pop(s)   # one stock's observations in memory at a time
             agent = train_agent(
-                algo, lambda i, s=s, obs=obs: setup.env(s, obs, "train"), setup.env(s, obs, "valid"),
+                algo, lambda i: setup.env(s, obs, "train"), setup.env(s, obs, "valid"),
                 seed=seed, profile=prof.name, token_shape=token_shape, progress=progress, **agent_overrides,
             )
-            c, r = _evaluate(setup, s, obs, agent.trade)
-            curves += c
-            rows += r
-            info["train_seconds"][s] = agent.seconds
             info["best_step"][s] = agent.best_step
             info["timesteps"] = agent.timesteps
             info["logs"][s] = agent.log.to_dict("records")
-            del obs_by_stock[s]
+            return obs, agent.trade, agent.seconds
+
+        trade_each(train)
 
     equity = pd.concat(curves, ignore_index=True)[
         ["stock", "split", "date", "equity", "action", "executed", "position"]]
