@@ -1219,11 +1219,21 @@ def _reached(value: float, paper: tuple, metric: str) -> str:
     return "reached" if sign * (value - mean) >= -pm else "not reached"
 
 
+def _delta_ci(row) -> str:
+    """A change over seeds as text: mean, and with 2+ seeds its 95% t-interval (:func:`report.mean_interval`)."""
+    text = report._num(row["mean"], 3, signed=True)
+    lo, hi = report.mean_interval(row["mean"], row["std"], int(row["n"]))
+    if np.isfinite(lo):
+        text += f", 95% CI [{report._num(lo, 3, signed=True)}, {report._num(hi, 3, signed=True)}]"
+    return text
+
+
 def audit_text(at: pd.DataFrame, universe: str, model: str, metrics=WATERFALL_METRICS) -> str:
     """A generated paragraph for one model: with every switch on (the last cumulative step that ran),
     does it reach the paper's published STORM numbers (within or beyond the paper's ± range, in the
     metric's direction), and which switches move each metric most (alone, and along the cumulative
-    path). Computed from ``at`` (:func:`audit_frame`), not written by hand."""
+    path; with 2+ seeds a switch's change carries its 95% t-interval over seeds, each seed's change
+    measured against its own clean run). Computed from ``at`` (:func:`audit_frame`), not written by hand."""
     label = report.model_label(model)
     sel = at[(at["universe"] == universe) & (at["model"] == model)] if len(at) else at
     if sel.empty:
@@ -1240,11 +1250,12 @@ def audit_text(at: pd.DataFrame, universe: str, model: str, metrics=WATERFALL_ME
             verdict = _reached(cum.iloc[-1], paper[metric], metric)
             reach.append(verdict != "not reached")
             text += f" (paper STORM {_fmt(paper[metric][0])} ± {_fmt(paper[metric][1])}: {verdict})"
-        alone = sel[(sel["metric"] == metric) & (sel["kind"] == "alone")].groupby("step")["delta"].mean().dropna()
+        g = sel[(sel["metric"] == metric) & (sel["kind"] == "alone")].groupby("step")["delta"]
+        alone = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).dropna(subset=["mean"])
         if len(alone):
-            top = alone.abs().sort_values(ascending=False).index[:2]
+            top = alone["mean"].abs().sort_values(ascending=False).index[:2]
             text += "; alone, the largest moves are " + ", ".join(
-                f"`{s}` ({report._num(alone[s], 3, signed=True)})" for s in top)
+                f"`{s}` ({_delta_ci(alone.loc[s])})" for s in top)
         steps = cum.diff().dropna()
         if len(steps):
             s = steps.abs().idxmax()

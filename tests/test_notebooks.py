@@ -646,7 +646,7 @@ def test_audit_frame_summary_waterfall_and_text(tmp_path):
     assert "ASR 0.055 clean → 0.395 at `+official_features` (paper STORM 1.052 ± 0.297: not reached)" in text
     assert "for 2 of 3 metrics (APY, RankIC)" in text and "RankIC 0.010 clean → 0.040" in text
     assert "0.065 ± 0.038: reached)" in text       # RankIC 0.04 >= 0.065 - 0.038
-    assert "alone, the largest moves are `sum_topk` (+0.200)" in text   # computed, not written
+    assert "alone, the largest moves are `sum_topk` (+0.200, 95% CI [+0.200, +0.200])" in text   # computed
     lines = nb.audit_paper_lines("dj30", "lightgbm")
     assert [x[0] for x in lines["APY"]] == ["paper STORM", "paper LightGBM"]
 
