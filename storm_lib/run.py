@@ -321,6 +321,21 @@ def _write_table(folder: Path, name: str, frame: pd.DataFrame) -> None:
     atomic_write(folder / f"{name}.csv", lambda tmp: out.to_csv(tmp, index=False, float_format="%.10g"))
 
 
+REUSE_FITS_ENV = "STORM_REUSE_FITS"
+
+
+def fits_dir() -> Path | None:
+    """Where runs share fitted models (``$STORM_CACHE_DIR/fits``), or None when ``$STORM_REUSE_FITS`` is
+    0 / false / no. A run whose fit equals an earlier run's (same data, model, options that act on the
+    fit, protocol, profile, seed, training code and thread count; e.g. an audit run that only changes
+    the TopK-Drop variant) loads that fit instead of refitting: the same numbers, less compute."""
+    if os.environ.get(REUSE_FITS_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    from .config import cache_dir
+
+    return cache_dir("fits")
+
+
 def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = True,
             cache: RunCache | None = None, argv: list[str] | None = None, raise_errors: bool = False) -> dict:
     """Run ``spec`` unless finished; returns a summary row (spec columns, status, seconds, run_dir, error).
@@ -355,6 +370,7 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
         row.update(status="busy", error=busy)
         return row
     ctx.scratch = partial / "scratch"
+    ctx.fits = fits_dir()
     started = _now()
     try:
         out: RunOutput = TASKS[spec.task](spec, ctx)

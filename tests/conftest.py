@@ -24,8 +24,10 @@ def data_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test writes its caches into a temporary directory, never the user's cache."""
+    """Every test writes its caches into a temporary directory, never the user's cache, and fits its
+    models afresh (runs share fitted models only in tests that turn it on)."""
     monkeypatch.setenv("STORM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("STORM_REUSE_FITS", "0")
 
 
 def make_prices(n_days=120, tickers=("AAA", "BBB", "CCC"), seed=0, start="2020-01-01"):

@@ -269,6 +269,49 @@ def test_portfolio_is_deterministic_and_resumes_an_interrupted_fit(data_dir, tmp
     pd.testing.assert_frame_equal(load_table(a["run_dir"][0], "scores"), load_table(b["run_dir"][0], "scores"))
 
 
+def test_an_evaluation_only_option_reuses_the_fit_with_identical_results(data_dir, tmp_path, cache, monkeypatch):
+    """topk_variant / sample_predictions do not change the fit: such a run restores the fit of the run
+    before it (from $STORM_CACHE_DIR/fits) and writes exactly what a fresh fit would have written."""
+    from storm_lib import run as run_mod
+    from storm_lib.tasks.portfolio import fit_key
+
+    monkeypatch.setenv("STORM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STORM_REUSE_FITS", "1")
+    clean = RunSpec("portfolio", "dj30", "storm", profile="smoke", seed=3)
+    official = RunSpec.make("portfolio", "dj30", "storm", profile="smoke", seed=3,
+                            options={"topk_variant": "official", "sample_predictions": True})
+    other_seed = RunSpec("portfolio", "dj30", "storm", profile="smoke", seed=4)
+    shared = run_grid([clean, official, other_seed], tmp_path / "shared", data_dir=data_dir, progress=False,
+                      cache=cache)
+    assert (shared["status"] == "done").all(), shared["error"].tolist()
+    monkeypatch.setenv("STORM_REUSE_FITS", "0")
+    assert run_mod.fits_dir() is None
+    fresh = run_grid([official], tmp_path / "fresh", data_dir=data_dir, progress=False, cache=cache)
+    assert fresh["status"][0] == "done", fresh["error"][0]
+
+    rec = {r["model"] + str(i): json.loads((Path(r["run_dir"]) / "run.json").read_text())["info"]
+           for i, r in shared.iterrows()}
+    assert "fit_reused" not in rec["storm0"] and "fit_reused" not in rec["storm2"]
+    assert rec["storm1"]["fit_reused"]["first_fitted_by"] == clean.command()
+    assert rec["storm1"]["best_epoch"] == rec["storm0"]["best_epoch"]
+    assert len(list((tmp_path / "cache" / "fits").glob("*.json"))) == 2   # seeds 3 and 4
+    a, b = Path(shared["run_dir"][1]), Path(fresh["run_dir"][0])
+    for name in ("metrics.csv", "daily.csv", "codes.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ha, hb = (pd.read_csv(x / "history.csv").drop(columns="seconds") for x in (a, b))  # wall time differs
+    pd.testing.assert_frame_equal(ha, hb, check_exact=True)
+    pd.testing.assert_frame_equal(load_table(a, "scores"), load_table(b, "scores"), check_exact=True)
+    # the key ignores the evaluation options and sees the ones that act on the fit
+    ctx = run_mod.RunContext(data_dir=data_dir, cache=cache)
+    from storm_lib.tasks.portfolio import task_settings
+    key = lambda s: fit_key(s, ctx, task_settings(s.model, s.options_dict))  # noqa: E731
+    assert key(clean) == key(official) != key(other_seed)
+    assert key(RunSpec.make("portfolio", "dj30", "storm", profile="smoke", seed=3,
+                            options={"prior_across_batch": True})) != key(clean)
+    assert key(RunSpec.make("portfolio", "dj30", "storm", profile="smoke", seed=3,
+                            options={"feature_set": "official152"})) != key(clean)
+
+
 # --------------------------------------------------------------------------- command line
 
 

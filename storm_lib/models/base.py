@@ -84,11 +84,15 @@ class TorchReturnModel(ReturnModel):
             raise ValueError(f"profile {self.profile.name!r} expects window {self.profile.window}, "
                              f"the panel has {panel.window}: build it with Panel.from_prices(..., window={self.profile.window})")
 
-    def fit(self, panel: Panel, protocol: str | Protocol = "clean", resume: bool = False) -> "TorchReturnModel":
+    def _prepare(self, panel: Panel, protocol) -> None:
+        """Check the panel; resolve the training settings (large-universe overrides) and the protocol."""
         self._check_panel(panel)
         large = self.profile.large if panel.shape[1] > self.profile.large_n else {}
         self.train_cfg = self.profile.with_train(**{**large, **self.train_overrides}).train
         self.protocol_ = get_protocol(protocol)
+
+    def fit(self, panel: Panel, protocol: str | Protocol = "clean", resume: bool = False) -> "TorchReturnModel":
+        self._prepare(panel, protocol)
         train_mod.seed_everything(self.seed)
         self.net = self.build_net(panel)
         self.history_ = train_mod.fit(self.net, panel, self.protocol_, self.train_cfg, seed=self.seed,
@@ -113,6 +117,15 @@ class TorchReturnModel(ReturnModel):
         self.net = self.build_net(panel)
         self.net.load_state_dict(ck["state"])
         self.net.to(train_mod.pick_device(self.device))
+        return self
+
+    def restore(self, path: str | os.PathLike, panel: Panel, protocol: str | Protocol = "clean",
+                history: pd.DataFrame | None = None) -> "TorchReturnModel":
+        """The state :meth:`fit` on ``panel`` / ``protocol`` would leave, from the weights that :meth:`save`
+        wrote after such a fit (and its ``history``): to evaluate one fit several ways without refitting."""
+        self._prepare(panel, protocol)
+        self.load(path, panel)
+        self.history_ = history
         return self
 
     def _meta(self) -> dict:

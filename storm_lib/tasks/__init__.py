@@ -85,12 +85,15 @@ def _series_hash(s: pd.Series) -> str:
 class RunContext:
     """What a task gets besides its spec: where the data is, the shared cache, the progress flag and
     ``scratch``, a directory of its own that survives an interruption of the run (checkpoints; a
-    rerun of the same spec sees it again) and is deleted when the run finishes."""
+    rerun of the same spec sees it again) and is deleted when the run finishes. ``fits``: a directory
+    of fitted models shared by runs whose fit is the same (:func:`storm_lib.tasks.portfolio.fit_key`),
+    or None for no sharing."""
 
     data_dir: str | os.PathLike | None = None
     cache: RunCache = field(default_factory=RunCache)
     progress: bool = True
     scratch: Path | None = None
+    fits: Path | None = None
 
     def _dir_key(self) -> str:
         return str(self.data_dir) if self.data_dir is not None else os.environ.get("STORM_DATA_DIR", "")
