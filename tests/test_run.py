@@ -273,7 +273,7 @@ def test_an_evaluation_only_option_reuses_the_fit_with_identical_results(data_di
     """topk_variant / sample_predictions do not change the fit: such a run restores the fit of the run
     before it (from $STORM_CACHE_DIR/fits) and writes exactly what a fresh fit would have written."""
     from storm_lib import run as run_mod
-    from storm_lib.tasks.portfolio import fit_key
+    from storm_lib.tasks.fits import fit_key
 
     monkeypatch.setenv("STORM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("STORM_REUSE_FITS", "1")
@@ -303,13 +303,40 @@ def test_an_evaluation_only_option_reuses_the_fit_with_identical_results(data_di
     pd.testing.assert_frame_equal(load_table(a, "scores"), load_table(b, "scores"), check_exact=True)
     # the key ignores the evaluation options and sees the ones that act on the fit
     ctx = run_mod.RunContext(data_dir=data_dir, cache=cache)
-    from storm_lib.tasks.portfolio import task_settings
-    key = lambda s: fit_key(s, ctx, task_settings(s.model, s.options_dict))  # noqa: E731
+    from storm_lib.tasks.portfolio import model_kwargs, split_options, task_settings
+
+    def key(s):
+        cfg = task_settings(s.model, s.options_dict)
+        kw = model_kwargs(s.model, split_options(s.options_dict)[1])
+        return fit_key(ctx, s.universe, s.model, kw, s.protocol, s.profile, s.seed, cfg["feature_set"],
+                       cfg["normalization"])
+
     assert key(clean) == key(official) != key(other_seed)
     assert key(RunSpec.make("portfolio", "dj30", "storm", profile="smoke", seed=3,
                             options={"prior_across_batch": True})) != key(clean)
     assert key(RunSpec.make("portfolio", "dj30", "storm", profile="smoke", seed=3,
                             options={"feature_set": "official152"})) != key(clean)
+
+
+def test_the_trading_task_reuses_the_portfolio_storm_fit(data_dir, tmp_path, cache, monkeypatch):
+    """Trading's STORM-PPO reads the factors of the same STORM fit as the portfolio task's clean run."""
+    monkeypatch.setenv("STORM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STORM_REUSE_FITS", "1")
+    port = RunSpec("portfolio", "dj30", "storm_wo_ts", profile="smoke", seed=5)
+    trade = RunSpec("trading", "dj30", "storm_wo_ts", profile="smoke", seed=5)
+    shared = run_grid([port, trade], tmp_path / "shared", data_dir=data_dir, progress=False, cache=cache)
+    assert (shared["status"] == "done").all(), shared["error"].tolist()
+    monkeypatch.setenv("STORM_REUSE_FITS", "0")
+    fresh = run_grid([trade], tmp_path / "fresh", data_dir=data_dir, progress=False, cache=cache)
+    assert fresh["status"][0] == "done", fresh["error"][0]
+    info = json.loads((Path(shared["run_dir"][1]) / "run.json").read_text())["info"]
+    assert info["fit_reused"]["first_fitted_by"] == port.command()
+    assert "fit_reused" not in json.loads((Path(fresh["run_dir"][0]) / "run.json").read_text())["info"]
+    ma, mb = (pd.read_csv(Path(r) / "metrics.csv", keep_default_na=False) for r in (shared["run_dir"][1],
+                                                                                     fresh["run_dir"][0]))
+    timing = ["train_seconds", "fit_seconds"]
+    pd.testing.assert_frame_equal(ma[~ma["metric"].isin(timing)].reset_index(drop=True),
+                                  mb[~mb["metric"].isin(timing)].reset_index(drop=True), check_exact=True)
 
 
 # --------------------------------------------------------------------------- command line

@@ -86,7 +86,7 @@ class RunContext:
     """What a task gets besides its spec: where the data is, the shared cache, the progress flag and
     ``scratch``, a directory of its own that survives an interruption of the run (checkpoints; a
     rerun of the same spec sees it again) and is deleted when the run finishes. ``fits``: a directory
-    of fitted models shared by runs whose fit is the same (:func:`storm_lib.tasks.portfolio.fit_key`),
+    of fitted models shared by runs whose fit is the same (:func:`storm_lib.tasks.fits.fit_key`),
     or None for no sharing."""
 
     data_dir: str | os.PathLike | None = None

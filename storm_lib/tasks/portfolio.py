@@ -26,11 +26,7 @@ own directory and a run without any keeps its identity and outputs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, is_dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,6 +36,7 @@ from ..features import resolve_feature_set
 from ..panel import get_protocol
 from ..profiles import get_profile
 from . import RunContext, RunOutput
+from .fits import describe_model, fit_model  # noqa: F401  (describe_model: re-exported)
 
 MARKET = "market"
 SPLITS = ("valid", "test")
@@ -134,131 +131,12 @@ def model_kwargs(name: str, options: dict) -> dict:
     return kw
 
 
-def _jsonable(x):
-    if is_dataclass(x) and not isinstance(x, type):
-        return {k: _jsonable(v) for k, v in asdict(x).items()}
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.integer, np.floating, np.bool_)):
-        return x.item()
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return x
-    return str(x)
-
-
-def describe_model(model, panel) -> dict:
-    """The model's resolved settings (for ``run.json``; the identity hash does not read them)."""
-    out = {"class": type(model).__name__}
-    for attr in ("variant", "params", "num_boost_round", "early_stopping_rounds", "sizes", "train_cfg",
-                 "model_overrides"):
-        if hasattr(model, attr):
-            out[attr] = _jsonable(getattr(model, attr))
-    cfg = getattr(model, "config", None)
-    if callable(cfg):
-        cfg = cfg(panel)  # StormModel.config(panel) -> StormConfig
-    if cfg is not None:
-        out["config"] = _jsonable(cfg)
-    return out
-
-
-#: the modules whose source decides a fit (hashed into :func:`fit_key`)
-TRAINING_SOURCES = ("models", "train.py", "panel.py", "features.py", "profiles.py",
-                    "data.py")
-_SOURCE_HASH: str | None = None
-
-
-def training_source_hash() -> str:
-    """sha256 of the package source that decides a fit (:data:`TRAINING_SOURCES`), read once per process."""
-    global _SOURCE_HASH
-    if _SOURCE_HASH is None:
-        root = Path(__file__).resolve().parents[1]
-        h = hashlib.sha256()
-        for name in TRAINING_SOURCES:
-            path = root / name
-            files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
-            for f in files:
-                h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
-        _SOURCE_HASH = h.hexdigest()
-    return _SOURCE_HASH
-
-
-def fit_key(spec, ctx: RunContext, settings: dict) -> str:
-    """Identity of a run's model fit: everything that can change the fitted weights (data, model, the
-    options that act on the fit, protocol, profile, seed, features and their normalisation, the training
-    code, torch version, device type and CPU thread count), and nothing that only changes the evaluation
-    (``topk_variant``, ``sample_predictions``). Two runs with one key fit bit-identical models on a CPU."""
-    import torch
-
-    from ..features import FEATURE_VERSION
-    from ..train import pick_device
-
-    device = pick_device(None)   # applies $STORM_NUM_THREADS as the fit will
-    profile = asdict(get_profile(spec.profile))
-    profile.pop("note", None)
+def _fit(spec, ctx: RunContext, panel, proto, settings: dict) -> tuple[object, dict]:
+    """The run's fitted model (:func:`storm_lib.tasks.fits.fit_model`: restored from the shared store
+    when an earlier run made the same fit)."""
     _, model_options = split_options(dict(spec.options))
-    ident = {"universe": spec.universe, "prices": ctx.prices_hash(spec.universe), "model": spec.model,
-             "model_options": model_options, "protocol": spec.protocol, "profile": profile, "seed": spec.seed,
-             "feature_set": settings["feature_set"], "normalization": settings["normalization"],
-             "feature_version": FEATURE_VERSION, "source": training_source_hash(), "torch": torch.__version__,
-             "device": device.type, "threads": torch.get_num_threads()}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _fit(spec, ctx: RunContext, panel, proto, settings: dict | None = None) -> tuple[object, dict]:
-    """The run's fitted model and facts about the fit. A torch model whose :func:`fit_key` is in
-    ``ctx.fits`` is restored from there instead of refitted (``info["fit_reused"]``); a fresh torch fit
-    is stored there."""
-    from ..models import TorchReturnModel, make_model
-
-    _, model_options = split_options(dict(spec.options))
-    model = make_model(spec.model, profile=spec.profile, seed=spec.seed, progress=ctx.progress,
-                       **model_kwargs(spec.model, model_options))
-    store = ctx.fits if isinstance(model, TorchReturnModel) and settings is not None else None
-    key = fit_key(spec, ctx, settings) if store is not None else None
-    if store is not None and (store / f"{key}.json").is_file():
-        meta = json.loads((store / f"{key}.json").read_text())
-        hist = pd.read_parquet(store / f"{key}.history.parquet") if meta.get("history") else None
-        model.restore(store / f"{key}.pt", panel, proto, history=hist)
-        return model, {**meta["info"], "fit_reused": {"key": key[:16], "first_fitted_by": meta["command"]}}
-    info: dict = {}
-    fit_kw = {}
-    if isinstance(model, TorchReturnModel) and ctx.scratch is not None:
-        model.run_dir = ctx.scratch / "checkpoints"  # last.pt after every epoch: an interrupted fit resumes
-        last = model.run_dir / "last.pt"
-        if last.is_file():
-            import torch
-
-            info["resumed_from_epoch"] = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
-        fit_kw["resume"] = True
-    t0 = time.perf_counter()
-    model.fit(panel, proto, **fit_kw)
-    info["fit_seconds"] = round(time.perf_counter() - t0, 3)
-    info["model"] = describe_model(model, panel)
-    for attr in ("best_iteration_",):
-        if getattr(model, attr, None) is not None:
-            info[attr.rstrip("_")] = int(getattr(model, attr))
-    hist = getattr(model, "history_", None)
-    if isinstance(hist, pd.DataFrame) and "best" in hist and hist["best"].any():
-        info["best_epoch"] = int(np.flatnonzero(hist["best"].to_numpy())[-1]) + 1
-    if store is not None:
-        _store_fit(store, key, model, info, spec)
-    return model, info
-
-
-def _store_fit(store: Path, key: str, model, info: dict, spec) -> None:
-    """Weights, history and fit facts of a fresh fit under ``key`` (the .json, written last, marks it complete)."""
-    from ..utils import atomic_write
-
-    model.save(store / f"{key}.pt")
-    hist = getattr(model, "history_", None)
-    has_hist = isinstance(hist, pd.DataFrame)
-    if has_hist:
-        atomic_write(store / f"{key}.history.parquet", lambda tmp: hist.to_parquet(tmp))
-    meta = {"info": {k: v for k, v in info.items() if k != "resumed_from_epoch"}, "history": has_hist,
-            "command": spec.command()}
-    atomic_write(store / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(meta, default=str)))
+    return fit_model(ctx, spec.universe, spec.model, model_kwargs(spec.model, model_options), panel, proto,
+                     spec.profile, spec.seed, spec.command(), settings["feature_set"], settings["normalization"])
 
 
 def code_usage(model, panel, t: np.ndarray) -> pd.DataFrame:

@@ -150,21 +150,33 @@ def _evaluate(setup: TradingSetup, stock: str, obs: np.ndarray, policy_run) -> t
     return curves, rows
 
 
-def _fit_return_model(name: str, setup: TradingSetup, seed: int, profile, progress: bool, **kw):
+def _fit_return_model(name: str, setup: TradingSetup, seed: int, profile, progress: bool, ctx=None,
+                      command: str = "", **kw):
+    """(fitted return model, fit seconds, fit facts). With a run context ``ctx`` the fit goes through
+    :func:`storm_lib.tasks.fits.fit_model` (shared with other runs that make the same fit, e.g. the
+    portfolio task's clean STORM); without, it is fitted here."""
+    if ctx is not None:
+        from ..tasks.fits import fit_model
+
+        model, info = fit_model(ctx, setup.universe, name, kw, setup.panel, setup.protocol, profile.name, seed,
+                                command)
+        return model, float(info["fit_seconds"]), info
     from ..models import make_model
 
     model = make_model(name, profile=profile, seed=seed, progress=progress, **kw)
     t0 = time.perf_counter()
     model.fit(setup.panel, setup.protocol)
-    return model, time.perf_counter() - t0
+    return model, time.perf_counter() - t0, {}
 
 
 def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", progress: bool = True,
-               agent_overrides: dict | None = None, model_options: dict | None = None) -> TradingResult:
+               agent_overrides: dict | None = None, model_options: dict | None = None, ctx=None,
+               command: str = "") -> TradingResult:
     """Train ``method`` (a key of :data:`METHODS`) and trade every stock of ``setup``; see the module doc.
 
     ``agent_overrides`` replace the RL budget of the profile (``timesteps``, ``eval_every``, SB3 keywords);
-    ``model_options`` go to the return model (signal baselines, STORM) as in ``make_model``.
+    ``model_options`` go to the return model (signal baselines, STORM) as in ``make_model``. ``ctx``: the
+    run context of :mod:`storm_lib.run` (return-model fits then go through the shared fit store).
     """
     if method not in METHODS:
         raise ValueError(f"unknown trading method {method!r}; use one of {list(METHODS)}")
@@ -188,9 +200,11 @@ def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", p
         trade_each(lambda s: (dummy, lambda env: run_policy(env, lambda obs: BUY), 0.0))
 
     elif method in SIGNAL_MODELS:
-        model, secs = _fit_return_model(method, setup, seed, prof, progress,
-                                         **{"label_norm": "raw", **model_options})
+        model, secs, fit_info = _fit_return_model(method, setup, seed, prof, progress, ctx, command,
+                                                   **{"label_norm": "raw", **model_options})
         info["fit_seconds"] = secs
+        if "fit_reused" in fit_info:
+            info["fit_reused"] = fit_info["fit_reused"]
         scores = {split: model.predict(setup.panel, split=split, protocol=setup.protocol) for split in EVAL_SPLITS}
         allscores = pd.concat(scores.values()).sort_index()
         allscores = allscores[~allscores.index.duplicated()]    # paper protocol: valid = test
@@ -204,8 +218,11 @@ def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", p
             obs_by_stock = {s: feature_windows(setup.panel, s, FEATURE_WINDOW) for s in setup.stocks}
         else:
             algo = "ppo"
-            model, secs = _fit_return_model(method, setup, seed, prof, progress, **model_options)
+            model, secs, fit_info = _fit_return_model(method, setup, seed, prof, progress, ctx, command,
+                                                       **model_options)
             info["fit_seconds"] = secs
+            if "fit_reused" in fit_info:
+                info["fit_reused"] = fit_info["fit_reused"]
             obs_by_stock = factor_tokens(model, setup.panel, list(setup.stocks), days)
             token_shape = next(iter(obs_by_stock.values())).shape[1:]
         info.update(algo=algo, best_step={}, timesteps=None, logs={})
@@ -270,7 +287,7 @@ def run_task(spec, ctx):
     setup = TradingSetup.from_universe(spec.universe, prof, spec.protocol, stocks=STOCKS,
                                        prices=ctx.prices(spec.universe), panel=panel)
     res = run_method(spec.model, setup, seed=spec.seed, profile=prof, progress=ctx.progress,
-                     agent_overrides=agent, model_options=model_opts)
+                     agent_overrides=agent, model_options=model_opts, ctx=ctx, command=spec.command())
     timing = [{"stock": s, "split": "train", "convention": "-", "metric": "train_seconds", "value": v}
               for s, v in res.info["train_seconds"].items()]
     timing += [{"stock": s, "split": "train", "convention": "-", "metric": "fit_seconds",
