@@ -39,8 +39,8 @@ from . import report  # noqa: E402
 from .metrics import CONVENTIONS  # noqa: E402
 from .panel import PROTOCOLS  # noqa: E402
 from .profiles import PROFILES, get_profile  # noqa: E402
-from .run import (SPEC_COLUMNS, RunSpec, grid, is_finished, known_models, load_table,  # noqa: E402
-                  results_root, run_dir, run_grid)
+from .run import (SPEC_COLUMNS, RunSpec, grid, is_finished, known_models, list_runs,  # noqa: E402
+                  load_table, results_root, run_dir, run_grid)
 from .tasks import RunCache, RunContext  # noqa: E402
 
 #: the rows of paper Tables 1/2 (portfolio) in the paper's order, as registry names
@@ -120,6 +120,11 @@ def as_ints(value) -> list[int]:
         except ValueError:
             raise NotebookStop(f"expected integers (e.g. 0 or 0,1,2 or 0-9), got {value!r}") from None
     return list(dict.fromkeys(out))
+
+
+def is_all(value) -> bool:
+    """Whether a ``seeds`` parameter is ``"all"`` (every seed already in the results directory)."""
+    return isinstance(value, str) and value.strip().lower() == "all"
 
 
 def as_bool(value) -> bool:
@@ -301,8 +306,26 @@ class Context:
         """Whether the paper has numbers to compare with: the real universes under a real protocol."""
         return universe in data_mod.UNIVERSES and self.params.get("protocol") in ("clean", "paper")
 
+    def seeds_for(self, task: str, universe: str, model: str, options: dict | None = None,
+                  protocol: str | None = None) -> list[int]:
+        """The seeds to use for one (task, universe, model, options): the ``seeds`` parameter, or with
+        ``seeds="all"`` every seed of a finished run in the results directory (the notebook's protocol
+        unless ``protocol``, its profile, exactly these options), and seed 0 when there is none."""
+        seeds = self.params.get("seeds")
+        if not is_all(seeds):
+            return as_ints(seeds)
+        if "_finished" not in self.__dict__:
+            self.__dict__["_finished"] = list_runs(self.params.get("results_dir"))
+        runs = self.__dict__["_finished"]
+        opt = RunSpec.make(task, universe, model, options=tuple(sorted((options or {}).items()))).options_str
+        sel = runs[(runs["task"] == task) & (runs["universe"] == universe) & (runs["model"] == model)
+                   & (runs["protocol"] == (protocol or self.params.get("protocol")))
+                   & (runs["profile"] == self.params.get("profile")) & (runs["options"].fillna("") == opt)]
+        return sorted({int(x) for x in sel["seed"]}) or [0]
+
     def specs(self, task: str, models=None, universes=None, seeds=None, options=None) -> list[RunSpec]:
-        """The grid of runs for ``task`` with the notebook's protocol and profile."""
+        """The grid of runs for ``task`` with the notebook's protocol and profile (``seeds="all"``:
+        per model and options, the seeds of :meth:`seeds_for`)."""
         if task == "trading":
             if not self.params.get("stocks"):
                 print("no trading runs: " + (" ".join(self.notes) if self.notes else "no stocks selected"))
@@ -315,7 +338,12 @@ class Context:
         if bad:
             raise NotebookStop(f"unknown model(s) {bad} for task {task!r}; known: {', '.join(known)}")
         universes = as_list(universes if universes is not None else self.params.get("universes"))
-        seeds = as_ints(seeds if seeds is not None else self.params.get("seeds"))
+        seeds = seeds if seeds is not None else self.params.get("seeds")
+        if is_all(seeds):
+            opt_list = options if isinstance(options, list) else [options or {}]
+            return [spec for u in universes for m in models for o in opt_list
+                    for spec in grid(task, u, m, [self.protocol], [self.profile], self.seeds_for(task, u, m, o), o)]
+        seeds = as_ints(seeds)
         if not (models and universes and seeds):
             return []
         return grid(task, universes, models, [self.protocol], [self.profile], seeds, options)
@@ -355,8 +383,10 @@ def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
     if "stocks" in p:
         p["stocks"] = as_list(p["stocks"], upper=True)
     for key in ("seeds", "sizes"):
-        if key in p:
+        if key in p and not (key == "seeds" and is_all(p[key])):
             p[key] = as_ints(p[key])
+    if is_all(p.get("seeds")):
+        p["seeds"] = "all"
     p.setdefault("protocol", "clean")
     p.setdefault("profile", "cpu")
     _check_choice("protocol", p["protocol"], tuple(PROTOCOLS))
@@ -1113,8 +1143,10 @@ def audit_specs(ctx: Context) -> list[RunSpec]:
     out = []
     for u in ctx.universes:
         for model in ctx.models:
+            # seeds="all": the seeds audited so far, read from the runs of switch (a) (protocol paper)
+            seeds = ctx.seeds_for("portfolio", u, model, protocol="paper") if is_all(ctx.seeds) else ctx.seeds
             try:
-                out += audit.audit_specs(model, u, ctx.seeds, ctx.profile)
+                out += audit.audit_specs(model, u, seeds, ctx.profile)
             except ValueError as exc:
                 raise NotebookStop(f"audit of {model} on {u}: {exc}") from None
     return list(dict.fromkeys(out))
@@ -1139,7 +1171,7 @@ def audit_steps(model: str, universe: str, seeds, profile: str) -> pd.DataFrame:
     ``+ (a) test_selection`` cumulative), convention."""
     from . import audit
 
-    plan = audit.audit_plan(model, universe, seeds, profile)
+    plan = audit.audit_plan(model, universe, [0], profile)   # the steps do not depend on the seeds
     steps = plan.drop_duplicates("step")[["step", "kind", "convention"]].reset_index(drop=True)
     letters = {k: s.letter for k, s in audit.SWITCHES.items()}
     steps["label"] = [_step_label(s, letters) for s in steps["step"]]

@@ -23,7 +23,7 @@ from storm_lib.run import RunSpec
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = {"table2_portfolio", "table3_trading", "table4_rankic", "ablation", "fig3_codebook", "audit"}
-AUDIT_PARAMS = {"universes": ["dj30"], "models": ["storm", "lightgbm"], "seeds": [0, 1, 2], "profile": "cpu",
+AUDIT_PARAMS = {"universes": ["dj30"], "models": ["storm", "lightgbm"], "seeds": "all", "profile": "cpu",
                 "data_dir": None, "results_dir": None, "run_missing": True}
 ALLOWED_IMPORTS = {"storm_lib", "IPython", "numpy", "pandas", "matplotlib", "scipy"} | set(sys.stdlib_module_names)
 COMMON_PARAMS = {"seeds", "protocol", "profile", "convention", "data_dir", "results_dir", "run_missing", "models"}
@@ -99,7 +99,7 @@ class TestStructure:
             assert p == AUDIT_PARAMS
             return
         assert COMMON_PARAMS <= set(p), f"missing {COMMON_PARAMS - set(p)}"
-        assert p["seeds"] == [0] and p["protocol"] == "clean" and p["profile"] == "cpu"
+        assert p["seeds"] == "all" and p["protocol"] == "clean" and p["profile"] == "cpu"
         assert p["data_dir"] is None and p["results_dir"] is None and p["run_missing"] is True
         assert "universes" in p or "universe" in p
         if path.stem in ("table2_portfolio", "table4_rankic", "ablation"):
@@ -679,3 +679,21 @@ def test_switch_table_lists_every_switch():
     assert table.loc["(c) official_metrics", "switch"] == "read with convention official"
     assert table.loc["(e) prior_across_batch", "models"] == "storm, storm_wo_ts, storm_wo_cs"
     assert "<table" in nb.switch_table(styled=True).to_html()
+
+
+def test_seeds_all_reads_the_finished_seeds_of_each_run(tmp_path):
+    root = tmp_path / "results"
+    _portfolio_runs(root, models=("storm",), seeds=(0, 2))
+    _portfolio_runs(root, models=("lightgbm",), seeds=(1,))
+    _portfolio_runs(root, models=("storm",), seeds=(3,), options={"codebook_size": 128})
+    ctx = nb.Context("t", {"universes": ["dj30"], "models": ["storm", "lightgbm", "lstm"], "seeds": "all",
+                           "protocol": "clean", "profile": "cpu", "results_dir": str(root)}, {})
+    specs = ctx.specs("portfolio")
+    assert [(s.model, s.seed) for s in specs] == [("storm", 0), ("storm", 2), ("lightgbm", 1), ("lstm", 0)]
+    swept = ctx.specs("portfolio", models=["storm"], options=[{}, {"codebook_size": 128}, {"codebook_size": 256}])
+    assert [(s.options_str, s.seed) for s in swept] == [("", 0), ("", 2), ("codebook_size=128", 3),
+                                                        ("codebook_size=256", 0)]
+    assert ctx.seeds_for("portfolio", "dj30", "storm", protocol="paper") == [0]   # none under that protocol
+    fixed = nb.Context("t", {**ctx.params, "seeds": [5]}, {})
+    assert [s.seed for s in fixed.specs("portfolio", models=["storm"])] == [5]
+    assert nb.is_all(" ALL ") and not nb.is_all([0])

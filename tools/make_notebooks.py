@@ -11,7 +11,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent
 
-COMMON_TAIL = '''seeds = [0]          # the paper averages 10 runs; 1 seed by default on this CPU machine ("0-9" or [0, 1, 2] for more)
+COMMON_TAIL = '''seeds = "all"        # all: every seed already in the results directory (seed 0 where none); or 0, "0-4", [0, 1, 2]
 protocol = "clean"   # clean (train, valid, test) | paper (test used as validation, as the official code) | sample
 profile = "cpu"      # smoke (seconds, proves the code runs) | cpu (default) | paper (official sizes, GPU)
 {convention}
@@ -402,7 +402,7 @@ Parameters: `universes`, `models`, `seeds`, `profile`, `data_dir`, `results_dir`
 """),
     params('''universes = ["dj30"]   # dj30 and/or sp500 (the audit needs the clean and paper protocols: no sample)
 models = ["storm", "lightgbm"]   # STORM and the strongest baseline; any portfolio model but the market index
-seeds = [0, 1, 2]      # every step is run for every seed; deltas are taken seed by seed
+seeds = "all"          # all: the seeds audited so far (seed 0 where none), or e.g. "0-2"; deltas are taken seed by seed
 profile = "cpu"        # smoke (seconds, proves the code runs) | cpu (default) | paper (official sizes, GPU)
 data_dir = None        # None: $STORM_DATA_DIR
 results_dir = None     # None: $STORM_RESULTS_DIR, else results/ at the repository root
