@@ -270,6 +270,12 @@ def waterfall(steps: dict, paper: dict | None = None, title: str = "", ncols: in
                     ax.axhspan(value - pm, value + pm, color=color, alpha=0.08)
             ax.legend(fontsize=7, frameon=False, loc="best")
         ax.axhline(0.0, color="black", lw=0.6)
+        # every level and published range in view (autoscaling clipped the tallest floating bar)
+        ends = list(s.to_numpy()) + [0.0] + [v + k * (pm if pm == pm else 0.0)
+                                            for _, v, pm in (lines or []) for k in (-1, 1)]
+        lo, hi = min(ends), max(ends)
+        pad = 0.08 * (hi - lo or 1.0)
+        ax.set_ylim(lo - (pad if lo < 0 else 0.0), hi + pad)
         ax.set_xticks(x, labels, rotation=40, ha="right", fontsize=7)
         ax.set_title(metric)
         ax.grid(alpha=0.3, axis="y")

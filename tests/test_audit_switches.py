@@ -371,3 +371,14 @@ def test_all_run_switches_in_one_smoke_run(data_dir, tmp_path):
     res = load_results(tmp_path)
     table = audit.audit_table(res)
     assert set(table["step"]) == {"+official_features"}  # all switches on: the last cumulative step
+
+
+def test_waterfall_keeps_every_level_and_the_published_range_in_view():
+    from storm_lib import plots
+
+    steps = {"APY": pd.Series([0.08, 0.05, 2.2, 1.9, 1.5], index=["clean", "+a", "+b", "+c", "+d"]),
+             "RankIC": pd.Series([0.007, -0.004], index=["clean", "+a"])}
+    fig = plots.waterfall(steps, {"APY": [("paper STORM", 0.148, 0.046)], "RankIC": ("paper", 0.065, 0.038)})
+    apy, ric = fig.axes[:2]
+    assert apy.get_ylim()[1] > 2.2 and apy.get_ylim()[0] <= 0.0
+    assert ric.get_ylim()[1] > 0.065 + 0.038 and ric.get_ylim()[0] < -0.004
