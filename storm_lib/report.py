@@ -549,16 +549,17 @@ def mean_interval(mean: float, std: float, n: int, level: float = LEVEL) -> tupl
 
 
 def margin_interval(a: tuple[float, float, int], b: tuple[float, float, int], metric: str,
-                    level: float = LEVEL) -> tuple[float, float, float]:
+                    level: float = LEVEL, b_exact: bool = True) -> tuple[float, float, float]:
     """Margin of ``a`` over ``b`` in the metric's units, signed so that positive = ``a`` better, with
-    a Welch t-interval over independent seeds: ``a``, ``b`` are (mean, std, n). A comparator run once
-    without a seed-dependent part (std NaN, e.g. the Market Index) counts as exact. Returns
-    (margin, low, high); low/high NaN when ``a`` has fewer than 2 seeds."""
+    a Welch t-interval over independent seeds: ``a``, ``b`` are (mean, std, n). ``b_exact``: a comparator
+    without a seed-dependent part (the Market Index) counts as exact when run once; a model run with one
+    seed does not (``b_exact=False``: no interval). Returns (margin, low, high); low/high NaN when there
+    is no interval (``a`` with fewer than 2 seeds, or an inexact ``b`` with fewer than 2)."""
     from scipy import stats as sps
     sign = -1.0 if _better(metric) == "down" else 1.0
     (ma, sa, na), (mb, sb, nb) = a, b
     d = sign * (ma - mb)
-    if na < 2 or not np.isfinite(sa):
+    if na < 2 or not np.isfinite(sa) or (not b_exact and (nb < 2 or not np.isfinite(sb))):
         return (d, np.nan, np.nan)
     va = sa ** 2 / na
     vb = sb ** 2 / nb if (nb >= 2 and np.isfinite(sb)) else 0.0
@@ -610,11 +611,15 @@ def _check_dataset(claim: Claim, ds: str, r: pd.DataFrame, tasks, conventions, p
     beats = all(_better_than(out["ours_value"], float(v), claim.metric) for v in oa)
     b = here[here["model"] == o_best].iloc[0]
     margin = margin_interval((out["ours_value"], out["ours_std"], out["n"]),
-                             (float(b["mean"]), float(b["std"]), int(b["n"])), claim.metric)
+                             (float(b["mean"]), float(b["std"]), int(b["n"])), claim.metric,
+                             b_exact=o_best in REFERENCE_ROWS)
     status = "yes" if beats and len(oa) == len(against) else "incomplete" if beats else "no"
     # with enough seeds, "yes" needs the margin over the best comparator to exclude zero
-    if status == "yes" and out["n"] >= MIN_SEEDS and np.isfinite(margin[1]) and margin[1] <= 0:
-        status = "ahead, not significant"
+    if status == "yes" and out["n"] >= MIN_SEEDS:
+        if not np.isfinite(margin[1]):
+            status = f"yes ({o_best}: {int(b['n'])} seed, untested)"
+        elif margin[1] <= 0:
+            status = "ahead, not significant"
     out.update(ours_best=o_best, ours_best_value=float(oa[o_best]),
                ours_gain=_gain(out["ours_value"], float(oa[o_best]), claim.metric),
                margin=margin, status=status)

@@ -346,6 +346,12 @@ def test_beats_verdict_needs_an_interval_that_excludes_zero():
     assert lo < 0 < hi
     behind = R.verdict(frame([0.0, 0.001, 0.002]), claims=claim).iloc[0]
     assert behind["replicated"] == "no"
+    # a comparator model with one seed has no known spread: no interval, the "yes" is untested
+    one = frame([0.030, 0.031, 0.032])
+    one = one[(one["model"] == "storm") | (one["seed"] == 0)]
+    row = R.verdict(one, claims=claim).iloc[0]
+    assert row["replicated"] == "yes (LightGBM: 1 seed, untested)" and row["95% interval"] == "–"
+    assert np.isnan(R.margin_interval((0.1, 0.01, 3), (0.05, np.nan, 1), "APY", b_exact=False)[1])
 
 
 def test_compute_record_sums_wall_time_per_book_part():
