@@ -36,7 +36,7 @@ from ..features import resolve_feature_set
 from ..panel import get_protocol
 from ..profiles import get_profile
 from . import RunContext, RunOutput
-from .fits import describe_model, fit_model  # noqa: F401  (describe_model: re-exported)
+from .fits import fit_model
 
 MARKET = "market"
 SPLITS = ("valid", "test")
