@@ -939,22 +939,6 @@ CI_METRICS = ("APY", "ASR", "RankIC")
 COSTS_BPS = (0, 1, 2, 5, 10, 15, 20)
 
 
-def _finished_runs(plan: pd.DataFrame, universe: str, models=None, seed: int | None = None,
-                   options: str = "") -> pd.DataFrame:
-    """The plan's finished runs of ``universe`` (default options), one per model: the run of ``seed``, or
-    of the model's lowest finished seed when ``seed`` is None. Rows in ``models`` order."""
-    if plan is None or plan.empty:
-        return pd.DataFrame(columns=list(plan.columns) if plan is not None else [])
-    sel = plan[plan["finished"].astype(bool) & (plan["universe"] == universe)
-               & (plan["options"].fillna("") == options)]
-    if seed is not None:
-        sel = sel[sel["seed"] == int(seed)]
-    sel = sel.sort_values("seed", kind="stable").drop_duplicates("model")
-    order = as_list(models) if models is not None else list(dict.fromkeys(plan["model"]))
-    sel = sel[sel["model"].isin(order)]
-    return sel.set_index("model").loc[[x for x in order if x in set(sel["model"])]].reset_index()
-
-
 def _pooled_runs(plan: pd.DataFrame, universe: str, models=None, seed: int | None = None,
                  options: str = "") -> list[tuple[str, list[str], list[int]]]:
     """(model, run_dirs, seeds) per model, in ``models`` order: every finished seed of the model
@@ -1086,14 +1070,15 @@ def cost_curves(plan: pd.DataFrame, universe: str, models=None, seed: int | None
     (paper label), seed, cost_bps, APY, ASR, CW, MDD, CR, AVO, turnover, fee."""
     from . import stats
 
-    runs = _finished_runs(plan, universe, models, seed)
-    runs = runs[[(Path(p) / "scores.parquet").is_file() for p in runs["run_dir"]]] if len(runs) else runs
+    # one run per model: ``seed``, or its lowest finished seed (_pooled_runs sorts the seeds)
+    runs = [(model, dirs[0], seeds[0]) for model, dirs, seeds in _pooled_runs(plan, universe, models, seed)
+            if (Path(dirs[0]) / "scores.parquet").is_file()]
     frames = []
-    for r in runs.itertuples():
+    for model, run_dir_, run_seed in runs:
         if panel is None:
             panel = RunContext(data_dir=_none(data_dir), cache=cache or RunCache(), progress=False).panel(universe)
-        c = stats.cost_curve_from_run(r.run_dir, panel=panel, costs_bps=costs_bps).reset_index()
-        frames.append(c.assign(model=report.model_label(r.model), seed=int(r.seed)))
+        c = stats.cost_curve_from_run(run_dir_, panel=panel, costs_bps=costs_bps).reset_index()
+        frames.append(c.assign(model=report.model_label(model), seed=int(run_seed)))
     cols = ["model", "seed", "cost_bps", "APY", "ASR", "CW", "MDD", "CR", "AVO", "turnover", "fee"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
