@@ -526,10 +526,21 @@ def _better_than(a: float, b: float, metric: str) -> bool:
     return a < b if _better(metric) == "down" else a > b
 
 
+def _diff(a: float, b: float, metric: str) -> float:
+    """``a`` minus ``b`` in the metric's units, signed so that positive means ``a`` is better."""
+    return (a - b) if _better(metric) == "up" else (b - a)
+
+
+def _fmt_margin(a: float, b: float, metric: str) -> str:
+    """A margin as the difference in metric units and the paper's relative Improvement, e.g.
+    ``Δ +0.008 (+839.1 %)``: the per cent alone misleads when the comparator is near zero."""
+    return f"Δ {_num(_diff(a, b, metric), 3, True)} ({_fmt_pct(_gain(a, b, metric))})"
+
+
 def _gain(a: float, b: float, metric: str) -> float:
     if not (np.isfinite(a) and np.isfinite(b)) or b == 0:
         return np.nan
-    return ((a - b) if _better(metric) == "up" else (b - a)) / abs(b) * 100.0
+    return _diff(a, b, metric) / abs(b) * 100.0
 
 
 def _fmt_pct(x: float) -> str:
@@ -649,7 +660,8 @@ def _check_claim(claim: Claim, r: pd.DataFrame, tasks, conventions, profiles) ->
                 part = f"; {x['n_run']}/{x['n_against']} run" if x["n_run"] < x["n_against"] else ""
                 row.update(ours=f"{_num(x['ours_value'])} vs {x['ours_best']} {_num(x['ours_best_value'])}"
                                 f" ({_fmt_pct(x['ours_gain'])}){part}",
-                           how=f"{_fmt_pct(x['ours_gain'])} (paper {_fmt_pct(x['paper_gain'])})",
+                           how=(f"{_fmt_margin(x['ours_value'], x['ours_best_value'], claim.metric)}; paper "
+                                f"{_fmt_margin(x['paper_value'], x['paper_best_value'], claim.metric)}"),
                            ci=_fmt_interval(*x["margin"][1:]))
         row["replicated"] = run[0]["status"] if run else "not run yet"
         if x["run"] and not run:
@@ -701,8 +713,8 @@ def verdict(results: pd.DataFrame | None, claims: Sequence[Claim] | None = None,
     "yes" means our mean lies within the paper's ± — a range over 10 runs, not a confidence interval.
     With fewer than :data:`MIN_SEEDS` seeds, ``yes`` / ``no`` carry "(k seeds, untested)": a point
     estimate, no statement of significance (the notebooks give bootstrap intervals and paired tests).
-    ``by how much``: for ``beats`` claims, STORM's margin over the best comparator in the paper's
-    Improvement formula (per cent, positive = better) and the paper's own margin in brackets.
+    ``by how much``: for ``beats`` claims, STORM's margin over the best comparator in the metric's units
+    and in the paper's Improvement formula (per cent; positive = better), then the paper's own margin.
     ``95% interval``: for ``value`` claims the Student-t interval of our mean over seeds; for ``beats``
     claims the Welch t-interval of STORM's margin over the best comparator in the metric's units
     (positive = STORM better; :func:`margin_interval`). With at least :data:`MIN_SEEDS` seeds a

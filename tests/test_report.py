@@ -195,7 +195,7 @@ def test_verdict_of_the_papers_own_numbers_replicates_every_claim():
     assert (v["replicated"].str.startswith("yes")).all(), v[["claim", "replicated"]]
     assert v.loc[0, "ours"] == "0.065 ± 0.000"
     apy = v[v["claim"].str.contains("every baseline on DJ30 APY")].iloc[0]
-    assert apy["by how much"] == "+94.7 % (paper +94.7 %)"
+    assert apy["by how much"] == "Δ +0.072 (+94.7 %); paper Δ +0.072 (+94.7 %)"
     assert v.iloc[-1]["ours"].startswith("5/5")
     assert set(v["runs"]) == {"cpu, 2 seed(s)"}
 
