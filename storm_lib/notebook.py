@@ -822,6 +822,14 @@ def _run_record(path) -> dict:
         return {}
 
 
+def _compute_seconds(path) -> float:
+    """A run's recorded compute (:func:`storm_lib.run.compute_seconds`), 0 when unreadable."""
+    from .run import compute_seconds
+
+    rec = _run_record(path)
+    return (compute_seconds(path, rec) or 0.0) if rec else 0.0
+
+
 def _versions() -> dict:
     from importlib import metadata
 
@@ -885,7 +893,7 @@ def footer_info(ctx: Context) -> dict:
                                                                                           "status"])
     runs = runs.drop_duplicates("run_dir")
     used = runs[runs["finished"].astype(bool)] if len(runs) else runs
-    secs = [_run_record(p).get("wall_seconds") or 0.0 for p in used["run_dir"]]
+    secs = [_compute_seconds(p) for p in used["run_dir"]]
     universes = list(ctx.data)
     return {
         "versions": _versions(),
@@ -917,7 +925,8 @@ def footer(ctx: Context, display: bool = True):
                                   "included)",
             "runs used": f"{r['used']} finished run(s), {r['run now']} of them run by this execution"
                          + (f"; {r['not finished']} not finished (left out)" if r["not finished"] else ""),
-            "recorded compute": f"{_duration(r['compute_seconds'])} (sum of wall_seconds in the runs' run.json)"}
+            "recorded compute": f"{_duration(r['compute_seconds'])} (the runs' wall_seconds in run.json, plus "
+                                "the fits of interrupted attempts)"}
     for row in info["data"].itertuples():
         rows[f"data {row.universe}: prices sha256"] = row.prices
         rows[f"data {row.universe}: index sha256"] = row.index

@@ -807,13 +807,15 @@ def run_purpose(task: str, protocol: str, options: str) -> str:
 
 def compute_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Compute spent per book part, universe and model from :func:`storm_lib.run.list_runs`: runs,
-    seeds, total and median wall seconds (as recorded by the runner, one run per process)."""
+    seeds, total and median seconds per run: ``compute_seconds`` (wall time including the fits of
+    interrupted attempts, :func:`storm_lib.run.compute_seconds`) where the frame has it, else ``wall_seconds``."""
     cols = ["part", "universe", "model", "runs", "seeds", "total_s", "median_s"]
     if runs is None or runs.empty:
         return pd.DataFrame(columns=cols)
+    secs = runs["compute_seconds"] if "compute_seconds" in runs else runs["wall_seconds"]
     r = runs.assign(part=[run_purpose(t, p, o) for t, p, o in
                           zip(runs["task"], runs["protocol"], runs["options"].fillna(""))],
-                    wall_seconds=pd.to_numeric(runs["wall_seconds"], errors="coerce"))
+                    wall_seconds=pd.to_numeric(secs, errors="coerce"))
     g = r.groupby(["part", "universe", "model"])
     out = pd.DataFrame({"runs": g.size(), "seeds": g["seed"].nunique(), "total_s": g["wall_seconds"].sum(),
                         "median_s": g["wall_seconds"].median()}).reset_index()

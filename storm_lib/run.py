@@ -500,11 +500,41 @@ def load_results(results_dir=None, task=None, universe=None, model=None, protoco
     return pd.concat(frames, ignore_index=True)
 
 
+def compute_seconds(path: str | os.PathLike, record: dict | None = None) -> float | None:
+    """The compute a finished run cost: its ``wall_seconds`` (the attempt that finished) plus the model-fit
+    time of earlier, interrupted attempts, which ``wall_seconds`` does not see.
+
+    An interrupted fit leaves either checkpoints (the run resumes: ``info.resumed_from_epoch``) or, when
+    the fit had finished, a stored fit that the rerun restores (``info.fit_reused`` naming this run's own
+    command). Then the per-epoch ``seconds`` of ``history.csv`` (every epoch, whichever attempt ran it)
+    minus the fit time counted in ``wall_seconds`` is added. A lower bound: what an interrupted attempt
+    spent after its last checkpoint (e.g. in prediction) is not recorded. A fit restored from another
+    run's (e.g. an audit switch that only changes the evaluation) is that run's compute, not this one's.
+    None when the record has no ``wall_seconds``."""
+    path = Path(path)
+    record = record if record is not None else json.loads((path / "run.json").read_text())
+    wall = record.get("wall_seconds")
+    if wall is None:
+        return None
+    info = record.get("info") or {}
+    reused = info.get("fit_reused") or {}
+    own_reuse = bool(reused) and reused.get("first_fitted_by") == record.get("command")
+    if not (own_reuse or "resumed_from_epoch" in info) or not (path / "history.csv").is_file():
+        return float(wall)
+    hist = pd.read_csv(path / "history.csv")
+    if "seconds" not in hist:
+        return float(wall)
+    counted = 0.0 if reused else float(info.get("fit_seconds") or 0.0)
+    return float(wall) + max(0.0, float(hist["seconds"].sum()) - counted)
+
+
 def list_runs(results_dir=None) -> pd.DataFrame:
-    """One row per finished run: spec columns, finished timestamp, wall seconds, run_dir."""
+    """One row per finished run: spec columns, finished timestamp, wall seconds (the finishing attempt),
+    compute seconds (:func:`compute_seconds`: with earlier, interrupted attempts' fits), run_dir."""
     rows = [{**_spec_of(r).as_row(), "finished": r.get("finished"), "wall_seconds": r.get("wall_seconds"),
-             "run_dir": str(p)} for p, r in finished_runs(results_dir)]
-    return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["finished", "wall_seconds", "run_dir"])
+             "compute_seconds": compute_seconds(p, r), "run_dir": str(p)} for p, r in finished_runs(results_dir)]
+    return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["finished", "wall_seconds", "compute_seconds",
+                                                            "run_dir"])
 
 
 def load_table(run: str | os.PathLike | RunSpec, name: str, results_dir=None, data_dir=None) -> pd.DataFrame:

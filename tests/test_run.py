@@ -193,6 +193,34 @@ def test_load_results_and_tables(with_dummy, tmp_path, cache):
     assert len(runner.list_runs(tmp_path)) == 3
 
 
+def _record(tmp_path, name, info, history_seconds=None, wall=100.0, command="python -m storm_lib.run --seed 0"):
+    path = tmp_path / name
+    path.mkdir()
+    (path / "run.json").write_text(json.dumps({"wall_seconds": wall, "command": command, "info": info}))
+    if history_seconds is not None:
+        pd.DataFrame({"epoch": range(1, len(history_seconds) + 1), "seconds": history_seconds}).to_csv(
+            path / "history.csv", index=False)
+    return path
+
+
+def test_compute_seconds_counts_the_fits_of_interrupted_attempts(tmp_path):
+    cmd = "python -m storm_lib.run --seed 0"
+    # an uninterrupted fit: its epochs are inside wall_seconds already
+    plain = _record(tmp_path, "plain", {"fit_seconds": 80.0}, [40.0, 39.0])
+    assert runner.compute_seconds(plain) == pytest.approx(100.0)
+    # resumed at epoch 3: epochs 1-2 ran in an earlier attempt (30 + 30 s), this attempt fitted 45 s
+    resumed = _record(tmp_path, "resumed", {"fit_seconds": 45.0, "resumed_from_epoch": 3}, [30.0, 30.0, 40.0])
+    assert runner.compute_seconds(resumed) == pytest.approx(100.0 + 100.0 - 45.0)
+    # the fit finished in an earlier attempt and this one restored it: the whole fit is extra
+    own = _record(tmp_path, "own", {"fit_seconds": 70.0, "fit_reused": {"first_fitted_by": cmd}}, [35.0, 35.0])
+    assert runner.compute_seconds(own) == pytest.approx(170.0)
+    # restored from another run's fit (an audit switch): that run paid for it
+    other = _record(tmp_path, "other", {"fit_seconds": 70.0, "fit_reused": {"first_fitted_by": cmd + "1"}},
+                    [35.0, 35.0])
+    assert runner.compute_seconds(other) == pytest.approx(100.0)
+    assert runner.compute_seconds(_record(tmp_path, "none", {}, wall=None)) is None
+
+
 # --------------------------------------------------------------------------- the portfolio task, for real
 
 
