@@ -815,10 +815,10 @@ def compute_summary(runs: pd.DataFrame) -> pd.DataFrame:
     secs = runs["compute_seconds"] if "compute_seconds" in runs else runs["wall_seconds"]
     r = runs.assign(part=[run_purpose(t, p, o) for t, p, o in
                           zip(runs["task"], runs["protocol"], runs["options"].fillna(""))],
-                    wall_seconds=pd.to_numeric(secs, errors="coerce"))
+                    seconds=pd.to_numeric(secs, errors="coerce"))
     g = r.groupby(["part", "universe", "model"])
-    out = pd.DataFrame({"runs": g.size(), "seeds": g["seed"].nunique(), "total_s": g["wall_seconds"].sum(),
-                        "median_s": g["wall_seconds"].median()}).reset_index()
+    out = pd.DataFrame({"runs": g.size(), "seeds": g["seed"].nunique(), "total_s": g["seconds"].sum(),
+                        "median_s": g["seconds"].median()}).reset_index()
     return out[cols]
 
 
