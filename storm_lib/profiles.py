@@ -30,6 +30,8 @@ class TrainConfig:
     select_metric: str = "rankic"     # "rankic" (validation RankIC, higher is better) or "loss"
     label_norm: str = "cs_zscore"     # training target: per-day cross-sectional z-score of returns
     min_valid_stocks: int = 2
+    # -- GPU settings (storm_lib.train): bf16 autocast around the forward; the VQ distances stay fp32 ----
+    autocast: str | None = None       # None (fp32) or "bf16": torch.autocast(device, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,24 @@ PROFILES: dict[str, Profile] = {
         note="official dimensions (official-code.md §2); for GPU users",
     ),
 }
+
+
+#: TrainConfig fields added after results were committed, with the default that leaves them out of run
+#: and fit identities (so existing run directories keep their hash); any other value is hashed
+IDENTITY_NEUTRAL = {"autocast": None}
+
+
+def profile_identity(profile: str | Profile) -> dict:
+    """The profile as hashed into run and fit identities: every field but ``note``, without the
+    :data:`IDENTITY_NEUTRAL` training fields that are at their neutral default."""
+    from dataclasses import asdict
+
+    out = asdict(get_profile(profile))
+    out.pop("note", None)
+    for k, v in IDENTITY_NEUTRAL.items():
+        if k in out["train"] and out["train"][k] == v:
+            del out["train"][k]
+    return out
 
 
 def get_profile(profile: str | Profile) -> Profile:

@@ -47,7 +47,7 @@ from . import data as data_mod
 from . import executors
 from .features import FEATURE_VERSION
 from .panel import PROTOCOLS
-from .profiles import PROFILES, get_profile
+from .profiles import PROFILES, get_profile, profile_identity
 from .tasks import TASKS, RunCache, RunContext, RunOutput
 from .utils import atomic_write
 
@@ -194,11 +194,9 @@ def _task_config(spec: RunSpec) -> dict:
 
 def identity(spec: RunSpec, ctx: RunContext) -> dict:
     """Everything the identity hash covers (loads the universe's prices to hash them)."""
-    profile = asdict(get_profile(spec.profile))
-    profile.pop("note", None)  # documentation only
     return {
         "spec": {**asdict(spec), "options": spec.options_dict},
-        "profile": profile,
+        "profile": profile_identity(spec.profile),  # no note; new training fields only when set
         "task_config": _task_config(spec),
         "data": {"prices": ctx.prices_hash(spec.universe), "index": ctx.index_hash(spec.universe)},
         "feature_version": FEATURE_VERSION,
@@ -256,6 +254,7 @@ def hardware() -> dict:
         import torch
 
         out["torch_threads"] = torch.get_num_threads()
+        out["torch_device"] = "cuda" if torch.cuda.is_available() else "cpu"  # what a fit picks by default
         out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except Exception:  # noqa: BLE001 - provenance only
         pass
