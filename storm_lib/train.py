@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .panel import Panel, Protocol, get_protocol
 from .profiles import TrainConfig
-from .utils import atomic_write
+from .utils import atomic_write, pick_device  # noqa: F401 - pick_device re-exported
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,20 +76,6 @@ def autocast(device: torch.device, how: str | None):
 
 
 _autocast = autocast  # for functions whose ``autocast`` parameter shadows the helper
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given; else CUDA when present, else CPU.
-
-    CPU threads: ``$STORM_NUM_THREADS`` when set, else torch's default (one per physical core).
-    On a machine shared with other jobs, 1 thread is often faster than 2.
-    """
-    threads = os.environ.get("STORM_NUM_THREADS")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ----------------------------------------------------------------------------------------------
