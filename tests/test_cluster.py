@@ -121,6 +121,20 @@ def test_ray_results_shipped_back_are_the_local_files(local_runs, tmp_path):
     assert two["status"][0] == "done" and hw["STORM_NUM_THREADS"] == "2" and hw["torch_threads"] == 2
 
 
+def test_notebook_run_step_takes_the_executor(local_runs, tmp_path):
+    from storm_lib import presentation as nb
+
+    local_root, local = local_runs
+    lines = []
+    plan = nb.ensure_runs(SPECS[:2], results_dir=tmp_path, echo=lines.append, executor="ray")
+    assert list(plan["status"]) == ["done", "done"] and plan["finished"].all()
+    assert any("on ray" in line for line in lines)
+    for a, b in zip(local["run_dir"][:2], plan["run_dir"]):
+        assert_same_run(a, b)
+    again = nb.ensure_runs(SPECS[:2], results_dir=tmp_path, echo=lines.append, executor="ray")
+    assert list(again["status"]) == ["cached", "cached"]
+
+
 def test_infeasible_run_fails_fast(local_ray, tmp_path):
     out = run_grid(SPECS[:1], tmp_path, progress=False, executor=executors.RayExecutor(gpus=1))
     assert out["status"][0] == "failed" and "no node of the Ray cluster offers" in out["error"][0]

@@ -25,9 +25,10 @@ from storm_lib.run import RunSpec
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = {"table2_portfolio", "table3_trading", "table4_rankic", "ablation", "fig3_codebook", "audit"}
 AUDIT_PARAMS = {"universes": ["dj30"], "models": ["storm", "lightgbm"], "seeds": "all", "profile": "cpu",
-                "data_dir": None, "results_dir": None, "run_missing": True}
+                "data_dir": None, "results_dir": None, "run_missing": True, "executor": "local"}
 ALLOWED_IMPORTS = {"storm_lib", "IPython", "numpy", "pandas", "matplotlib", "scipy"} | set(sys.stdlib_module_names)
-COMMON_PARAMS = {"seeds", "protocol", "profile", "convention", "data_dir", "results_dir", "run_missing", "models"}
+COMMON_PARAMS = {"seeds", "protocol", "profile", "convention", "data_dir", "results_dir", "run_missing", "models",
+                 "executor"}
 
 
 def _load(path: Path) -> dict:
@@ -102,6 +103,7 @@ class TestStructure:
         assert COMMON_PARAMS <= set(p), f"missing {COMMON_PARAMS - set(p)}"
         assert p["seeds"] == "all" and p["protocol"] == "clean" and p["profile"] == "cpu"
         assert p["data_dir"] is None and p["results_dir"] is None and p["run_missing"] is True
+        assert p["executor"] == "local"
         assert "universes" in p or "universe" in p
         if path.stem in ("table2_portfolio", "table4_rankic", "ablation"):
             assert p["universes"] == ["dj30", "sp500"]
@@ -156,6 +158,8 @@ def test_setup_rejects_bad_parameters():
                  conventions=("standard", "official"), **common)
     with pytest.raises(nb.NotebookStop, match="unknown stock"):
         nb.setup("t", universe="dj30", stocks="AAPL,TSLA", protocol="clean", profile="smoke", **common)
+    with pytest.raises(nb.NotebookStop, match="unknown executor"):
+        nb.setup("t", universes="sample", protocol="sample", profile="smoke", executor="dask", **common)
 
 
 @pytest.mark.parametrize("how", ["empty_dir", "unset"])

@@ -17,7 +17,8 @@ profile = "cpu"      # smoke (seconds, proves the code runs) | cpu (default) | p
 {convention}
 data_dir = None      # None: $STORM_DATA_DIR
 results_dir = None   # None: $STORM_RESULTS_DIR, else results/ at the repository root
-run_missing = True   # run missing runs now (cached runs are never rerun); False: show only finished runs'''
+run_missing = True   # run missing runs now (cached runs are never rerun); False: show only finished runs
+executor = "local"   # local (this process) | ray (one Ray task per missing run; cluster: $RAY_ADDRESS)'''
 
 SETUP_IMPORTS = '''from IPython.display import Markdown, display
 
@@ -113,7 +114,7 @@ two ablations. Convention `paper` (the default) is the one the published tables 
 AVO annualised (see the Method page).
 
 Parameters (papermill `-p`): `universes`, `models`, `seeds`, `protocol`, `profile`, `convention`,
-`data_dir`, `results_dir`, `run_missing`. Runs are read from the results directory; missing ones are run
+`data_dir`, `results_dir`, `run_missing`, `executor`. Runs are read from the results directory; missing ones are run
 first. With `-p universes sample -p protocol sample` it runs on the embedded offline sample and shows our
 numbers only.
 """),
@@ -124,7 +125,7 @@ models = ["market", "lightgbm", "lstm", "transformer", "cafactor", "factorvae", 
     code(SETUP_IMPORTS + '''
 ctx = nb.setup("table2_portfolio", universes=universes, models=models, seeds=seeds, protocol=protocol,
                profile=profile, convention=convention, data_dir=data_dir, results_dir=results_dir,
-               run_missing=run_missing)'''),
+               run_missing=run_missing, executor=executor)'''),
     md("""
 ## Runs
 
@@ -183,7 +184,7 @@ row: their AVO and ASR are not comparable with the paper's model rows (`-p conve
 of ours on the code's scale instead). The task's fixed settings are printed below.
 
 Parameters: `universe`, `stocks`, `models`, `seeds`, `protocol`, `profile`, `convention`, `data_dir`,
-`results_dir`, `run_missing`. The embedded sample lacks IBM and INTC: with `-p protocol sample` this page
+`results_dir`, `run_missing`, `executor`. The embedded sample lacks IBM and INTC: with `-p protocol sample` this page
 runs nothing and says so.
 """),
     params('''universe = "dj30"   # the trading task's universe (the paper's: DJ30)
@@ -195,7 +196,7 @@ models = ["buy_and_hold", "lightgbm", "lstm", "transformer", "dqn", "sac", "ppo"
 
 ctx = nb.setup("table3_trading", universe=universe, stocks=stocks, models=models, seeds=seeds,
                protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)'''),
+               results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nOne run per (method, seed) of `storm_lib.run` (task `trading`), each trading the five stocks."),
     code('''plan = ctx.ensure(ctx.specs("trading"))
 m = ctx.metrics(plan)
@@ -234,7 +235,7 @@ Convention `standard` (the per-day Spearman mean, as Qlib computes it); `officia
 variant. The numbers come from the same runs as Tables 1 and 2 (task `portfolio`).
 
 Parameters: `universes`, `models`, `seeds`, `protocol`, `profile`, `convention`, `window` (days of the
-rolling mean), `data_dir`, `results_dir`, `run_missing`.
+rolling mean), `data_dir`, `results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30", "sp500"]   # or "dj30,sp500"; sample: the offline sample, with protocol sample (no paper numbers)
 models = ["lightgbm", "lstm", "transformer", "cafactor", "factorvae", "hirevae",
@@ -245,7 +246,7 @@ window = 63          # trading days of the rolling mean in the daily RankIC figu
 
 ctx = nb.setup("table4_rankic", conventions=IC_CONVENTIONS, universes=universes, models=models, seeds=seeds,
                protocol=protocol, profile=profile, convention=convention, window=window, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)'''),
+               results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs"),
     code('''plan = ctx.ensure(ctx.specs("portfolio"))
 m = ctx.metrics(plan)'''),
@@ -289,7 +290,7 @@ paper's trading rows mix units, see the Table 3 page). Per variant, `ours` is ou
 MDD and AVO, highest otherwise).
 
 Parameters: `universes` (portfolio and RankIC), `stocks` and `trading_universe` (trading; `stocks=[]`
-skips it), `models`, `seeds`, `protocol`, `profile`, `convention`, `data_dir`, `results_dir`, `run_missing`.
+skips it), `models`, `seeds`, `protocol`, `profile`, `convention`, `data_dir`, `results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30", "sp500"]   # portfolio and RankIC; sample: the offline sample, with protocol sample
 stocks = ["AAPL", "JPM", "IBM", "INTC", "MSFT"]   # trading; [] skips the trading task
@@ -299,7 +300,7 @@ models = ["storm", "storm_wo_ts", "storm_wo_cs"]
     code(SETUP_IMPORTS + '''
 ctx = nb.setup("ablation", universes=universes, stocks=stocks, trading_universe=trading_universe, models=models,
                seeds=seeds, protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)'''),
+               results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nThe same runs as the three table pages (cached when those pages ran first)."),
     code('''plan = ctx.ensure(ctx.specs("portfolio"))
 trading_plan = ctx.ensure(ctx.specs("trading"))'''),
@@ -336,7 +337,7 @@ reference/paper.md §9, about ±0.001 RankIC and ±0.005 RankICIR).
 
 Parameters: `universes` (default DJ30: the paper does not say, and an SP500 STORM run costs about half an
 hour per K on the CPU), `models` (default STORM), `sizes`, `seeds`, `protocol`, `profile`, `convention` (IC), `data_dir`,
-`results_dir`, `run_missing`.
+`results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30"]   # the paper does not state Figure 3's dataset; "dj30,sp500" for both
 models = ["storm"]     # STORM; the ablations storm_wo_ts (CS codebook only) and storm_wo_cs (TS only) work too
@@ -346,7 +347,7 @@ sizes = [128, 256, 512, 1024, 2048]   # codebook sizes K of panel (b)
 
 ctx = nb.setup("fig3_codebook", conventions=IC_CONVENTIONS, universes=universes, models=models, sizes=sizes,
                seeds=seeds, protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)'''),
+               results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nSTORM portfolio runs, one per codebook size (option `codebook_size=K`) and seed."),
     code('''plan = ctx.ensure(nb.codebook_specs(ctx))
 m = ctx.metrics(plan)'''),
@@ -398,7 +399,7 @@ same seed, a waterfall of the cumulative path for APY, ASR and RankIC, and the p
 numbers beside them, with a generated reading. Default models: STORM and LightGBM (the strongest
 baseline of our runs).
 
-Parameters: `universes`, `models`, `seeds`, `profile`, `data_dir`, `results_dir`, `run_missing`.
+Parameters: `universes`, `models`, `seeds`, `profile`, `data_dir`, `results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30"]   # dj30 and/or sp500 (the audit needs the clean and paper protocols: no sample)
 models = ["storm", "lightgbm"]   # STORM and the strongest baseline; any portfolio model but the market index
@@ -406,10 +407,11 @@ seeds = "all"          # all: the seeds audited so far (seed 0 where none), or e
 profile = "cpu"        # smoke (seconds, proves the code runs) | cpu (default) | paper (official sizes, GPU)
 data_dir = None        # None: $STORM_DATA_DIR
 results_dir = None     # None: $STORM_RESULTS_DIR, else results/ at the repository root
-run_missing = True     # run missing runs now (cached runs are never rerun); False: show only finished runs'''),
+run_missing = True     # run missing runs now (cached runs are never rerun); False: show only finished runs
+executor = "local"     # local (this process) | ray (one Ray task per missing run; cluster: $RAY_ADDRESS)'''),
     code(SETUP_IMPORTS + '''
 ctx = nb.setup("audit", universes=universes, models=models, seeds=seeds, profile=profile, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)
+               results_dir=results_dir, run_missing=run_missing, executor=executor)
 nb.switch_table(styled=True)'''),
     md("""
 ## Runs

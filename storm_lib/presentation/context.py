@@ -23,6 +23,7 @@ import pandas as pd
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 from .. import data as data_mod  # noqa: E402
+from ..executors import EXECUTORS  # noqa: E402
 from ..metrics import CONVENTIONS  # noqa: E402
 from ..panel import PROTOCOLS  # noqa: E402
 from ..profiles import PROFILES  # noqa: E402
@@ -173,11 +174,12 @@ def _spec_text(spec: RunSpec) -> str:
 
 
 def ensure_runs(specs, run_missing: bool = True, results_dir=None, data_dir=None,
-                cache: RunCache | None = None, echo=print) -> pd.DataFrame:
+                cache: RunCache | None = None, echo=print, executor: str = "local") -> pd.DataFrame:
     """Make sure every spec has a finished run; print the plan first.
 
     Finished runs are read as they are ("cached"). Missing ones are executed one by one through
-    :func:`storm_lib.run.run_grid` when ``run_missing`` (status "done", or "failed" / "busy"), else
+    :func:`storm_lib.run.run_grid` when ``run_missing`` (with ``executor="ray"``: all together, one Ray
+    task each, :mod:`storm_lib.executors`) (status "done", or "failed" / "busy"), else
     listed with the command that runs them (status "missing"). Raises :class:`RunsFailed` after the
     whole plan when a run failed. Returns one row per spec: spec columns, ``status``, ``run_dir``,
     ``finished``, ``spec`` (the :class:`RunSpec`).
@@ -199,14 +201,20 @@ def ensure_runs(specs, run_missing: bool = True, results_dir=None, data_dir=None
         echo(f"  {_spec_text(plan.at[i, 'spec'])}")
     failures = []
     if run_missing:
+        batch = None
+        if executor != "local" and len(todo):  # one grid: the runs spread over the executor's workers
+            batch = run_grid([plan.at[i, "spec"] for i in todo], results_dir, _none(data_dir), progress=False,
+                             cache=cache, executor=executor)
         for k, i in enumerate(todo, 1):
             spec = plan.at[i, "spec"]
             t0 = time.perf_counter()
-            res = run_grid([spec], results_dir, _none(data_dir), progress=False, cache=cache).iloc[0]
+            res = (run_grid([spec], results_dir, _none(data_dir), progress=False, cache=cache).iloc[0]
+                   if batch is None else batch.iloc[k - 1])
             plan.at[i, "status"] = res["status"]
             if res["run_dir"]:
                 plan.at[i, "run_dir"] = res["run_dir"]
-            note = f"done in {time.perf_counter() - t0:.1f} s" if res["status"] == "done" else res["status"]
+            took = f"{time.perf_counter() - t0:.1f} s" if batch is None else f"{res['seconds']:.1f} s on {executor}"
+            note = f"done in {took}" if res["status"] == "done" else res["status"]
             echo(f"[{k}/{len(todo)}] {_spec_text(spec)}: {note}")
             if res["status"] == "failed":
                 last = (res["error"] or "").strip().splitlines()
@@ -330,7 +338,8 @@ class Context:
 
     def ensure(self, specs) -> pd.DataFrame:
         """:func:`ensure_runs` with the notebook's results directory, data directory and cache."""
-        plan = ensure_runs(specs, self.run_missing, self.results_dir, self.data_dir, self.cache)
+        plan = ensure_runs(specs, self.run_missing, self.results_dir, self.data_dir, self.cache,
+                           executor=self.params.get("executor", "local"))
         self.plans.append(plan)
         return plan
 
@@ -350,7 +359,9 @@ def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
 
     Known keys: ``universes`` / ``universe``, ``models``, ``stocks``, ``seeds``, ``sizes`` (lists from a
     list or a comma string), ``protocol``, ``profile``, ``convention``, ``data_dir``, ``results_dir``
-    (None -> $STORM_DATA_DIR / the runner default), ``run_missing``; any other key is kept as given.
+    (None -> $STORM_DATA_DIR / the runner default), ``run_missing``, ``executor`` (``local`` or ``ray``: how
+    missing runs are computed, :mod:`storm_lib.executors`; a Ray cluster's address from ``$RAY_ADDRESS``);
+    any other key is kept as given.
     Prints what will be used.
     """
     raw = dict(params)
@@ -380,6 +391,8 @@ def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
     if p["data_dir"] is not None:
         p["data_dir"] = str(Path(p["data_dir"]).expanduser().resolve())
     p["run_missing"] = as_bool(p.get("run_missing", True))
+    p["executor"] = str(_none(p.get("executor")) or "local").strip()
+    _check_choice("executor", p["executor"], EXECUTORS)
     notes = []
     if "stocks" in p:
         bad = [x for x in p["stocks"] if x not in TRADING_STOCKS]
