@@ -229,11 +229,14 @@ class RayExecutor:
             (root / marker).write_text("results directory of a storm_lib Ray driver\n")
         try:
             task = ray.remote(execute_run)
-            pending = {}
+            pending, feasible = {}, {}
             t0 = time.perf_counter()
             for i in todo:
                 need = run_resources(specs[i], self.cpus, self.gpus, self.memory_gb)
-                why = self._infeasible(ray, need)
+                key = tuple(sorted(need.items()))
+                if key not in feasible:
+                    feasible[key] = self._infeasible(ray, need)
+                why = feasible[key]
                 if why:
                     rows[i] = {**specs[i].as_row(), "status": "failed", "seconds": 0.0, "run_dir": None, "error": why}
                     bar.update(1)
