@@ -12,11 +12,21 @@ from io import StringIO
 import numpy as np
 import pandas as pd
 
+from ..floors import EW_MARKET, FLOORS
+from ..floors import LABELS as _PSEUDO_LABELS
 from .fmt import _fmt_pct, _num, markdown_table
 
 TABLES = ("portfolio", "trading", "rankic")
 STORM_ROWS = ("STORM", "STORM-w/o-TS", "STORM-w/o-CS")
-REFERENCE_ROWS = ("Market Index", "Buy&Hold")  # deterministic reference rows, never "baselines"
+#: the equal-weight buy-and-hold total-return market of a universe (storm_lib.floors.EW_MARKET)
+TR_MARKET_ROW = _PSEUDO_LABELS[EW_MARKET]
+#: the trivial floors (storm_lib.floors.FLOORS), deterministic rows marked "Floor:"
+FLOOR_ROWS = tuple(_PSEUDO_LABELS[k] for k in FLOORS)
+REFERENCE_ROWS = ("Market Index", "Buy&Hold", TR_MARKET_ROW)  # deterministic reference rows, never "baselines"
+#: rows without a seed-dependent part: one number, no ± (a market row, a floor, Buy&Hold)
+DETERMINISTIC_ROWS = REFERENCE_ROWS + FLOOR_ROWS
+#: what each universe's Market Index row is (the paper's row; ^DJI has no dividends, SPY's adjusted close has)
+MARKET_INDEX_NOTE = {"dj30": "^DJI, price index, no dividends", "sp500": "SPY, adjusted close, with dividends"}
 IMPROVEMENT_ROW = "Improvement(%)"
 LOWER_IS_BETTER = frozenset({"MDD", "AVO"})
 TRADING_STOCKS = ("AAPL", "JPM", "IBM", "INTC", "MSFT")
@@ -40,6 +50,7 @@ _ALIASES = {
     "market_index": "Market Index", "market": "Market Index", "index": "Market Index",
     "buy_and_hold": "Buy&Hold", "buy_hold": "Buy&Hold", "buyhold": "Buy&Hold", "bah": "Buy&Hold",
     "dqn": "DQN", "sac": "SAC", "ppo": "PPO", "storm_ppo": "STORM",
+    **_PSEUDO_LABELS,
 }
 
 
@@ -52,7 +63,7 @@ def model_label(name) -> str:
     names are returned unchanged."""
     if not isinstance(name, str):
         return name
-    printed = {_key(m): m for m in (*STORM_ROWS, *REFERENCE_ROWS, "LightGBM", "LSTM", "Transformer",
+    printed = {_key(m): m for m in (*STORM_ROWS, *DETERMINISTIC_ROWS, "LightGBM", "LSTM", "Transformer",
                                     "CAFactor", "FactorVAE", "HireVAE", "DQN", "SAC", "PPO")}
     k = _key(name)
     return printed.get(k) or _ALIASES.get(k) or name
@@ -203,10 +214,24 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
 
 
 
+def is_deterministic(model: str, std: float = np.nan, n: int = 0) -> bool:
+    """A row without a seed-dependent part: a market row, a floor, Buy&Hold, or seeds that all agree."""
+    return model_label(model) in DETERMINISTIC_ROWS or (n > 1 and np.isfinite(std) and std == 0)
+
+
+def ours_cell(model: str, mean: float, std: float, n: int, digits: int = 3) -> str:
+    """``mean ± std (n=k)`` over seeds; a deterministic row (:func:`is_deterministic`) is one number."""
+    if is_deterministic(model, std, n):
+        return _num(mean, digits)
+    sd = f" ± {_num(std, digits)}" if np.isfinite(std) else ""
+    return f"{_num(mean, digits)}{sd} (n={int(n)})"
+
+
 def compare_cells(cmp: pd.DataFrame, digits: int = 3, sep: str = "<br>") -> pd.DataFrame:
     """One string per (model, metric): ``0.086 ± 0.010 (n=3)``, ``paper 0.179 ± 0.020``, ``Δ −0.093``
     joined by ``sep`` (``"<br>"`` stacks them in HTML and MyST tables, ``" | "`` keeps one line).
-    Our ± is a std over seeds, the paper's a range over 10 runs."""
+    Our ± is a std over seeds, the paper's a range over 10 runs. A deterministic row (:data:`DETERMINISTIC_ROWS`,
+    or one whose seeds all agree) shows one number, no ± and no n (:func:`ours_cell`)."""
     metrics = list(dict.fromkeys(cmp.columns.get_level_values(0)))
     out = pd.DataFrame(index=cmp.index, columns=metrics, dtype=object)
     for model in cmp.index:
@@ -214,8 +239,7 @@ def compare_cells(cmp: pd.DataFrame, digits: int = 3, sep: str = "<br>") -> pd.D
             c = cmp.loc[model, m]
             parts = []
             if c["n"] > 0:
-                sd = f" ± {_num(c['ours_std'], digits)}" if np.isfinite(c["ours_std"]) else ""
-                parts.append(f"{_num(c['ours'], digits)}{sd} (n={int(c['n'])})")
+                parts.append(ours_cell(model, c["ours"], c["ours_std"], c["n"], digits))
             elif c.get("runs", 0) > 0:
                 parts.append(f"undefined in our run(s) (n={int(c['runs'])})")
             else:
