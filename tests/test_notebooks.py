@@ -449,7 +449,11 @@ def test_footer_info_and_rerun_command(portfolio, monkeypatch):
         assert key in info["versions"]
     assert {"platform", "CPU count", "GPU"} <= set(info["hardware"])
     cmd = info["command"]
-    assert cmd.startswith("STORM_DATA_DIR=/data/storm ")
+    assert cmd.startswith("STORM_DATA_DIR=/path/to/data ")   # no machine-local path on a page
+    assert "/data/storm" not in cmd
+    ctx.raw["results_dir"] = str(nb.REPO_ROOT / "results")
+    assert "-p results_dir results" in nb.footer_info(ctx)["command"]
+    ctx.raw.pop("results_dir")
     assert "papermill --cwd notebooks notebooks/table2_portfolio.ipynb" in cmd
     assert "-p universes dj30,sp500 -p seeds 0,1 -p data_dir None -p run_missing True" in cmd
     assert info["wall_seconds"] >= 0

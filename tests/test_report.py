@@ -157,7 +157,7 @@ def test_compare_means_stds_and_paper_columns(ours):
     assert cmp.loc["HireVAE", ("APY", "n")] == 0 and np.isnan(cmp.loc["HireVAE", ("APY", "ours")])
     assert list(cmp.columns.get_level_values(0).unique()) == ["APY", "CW", "CR", "ASR", "MDD", "AVO"]
     sub = P.compare(ours, "portfolio", "dj30", models=["storm", "lightgbm"], metrics=["APY"])
-    assert list(sub.index) == ["STORM", "LightGBM"] and sub.shape[1] == 7
+    assert list(sub.index) == ["STORM", "LightGBM"] and sub.shape[1] == 10   # 7 fields + median, quartiles
 
 
 def test_compare_cells_read_as_one_string(ours):
@@ -260,7 +260,9 @@ def test_cli_writes_the_book_includes(tmp_path):
     paper_as_results(tables=("rankic",)).to_csv(csv, index=False)
     assert report.main(["verdict", "--results", str(csv), "--out", str(out / "v.md")]) == 0
     assert "| STORM RankIC on DJ30 ≈ 0.065 | 0.065 ± 0.038 | 0.065 | yes (1 seed, untested) |" in (out / "v.md").read_text()
-    assert (out / "claims.md").exists() is False   # the verdict command writes one file
+    for name in ("claims.md", "mcs.md", "forest.png", "verdict_tests.md"):   # the book's first screen and details
+        assert (out / name).is_file()
+    assert "⏳ not run yet" in (out / "claims.md").read_text()
 
 
 def test_verdict_reads_the_runner_frame_shape():

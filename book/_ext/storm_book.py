@@ -69,6 +69,7 @@ def check_book(app) -> None:
 
 
 def setup(app):
-    app.add_config_value("storm_generated", ["verdict.md", "improvement_check.md"], "env")
+    app.add_config_value("storm_generated", ["verdict.md", "verdict_tests.md", "claims.md", "mcs.md", "forest.png",
+                                             "improvement_check.md"], "env")
     app.connect("builder-inited", check_book)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -157,7 +157,8 @@ def summarise(ours: pd.DataFrame) -> pd.DataFrame:
                              "protocol, profile and options first")
     g = ours.dropna(subset=["value"]).groupby(["model", "metric"], sort=False)["value"]
     runs = ours.groupby(["model", "metric"], sort=False)["value"].size()  # NaN values included
-    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reindex(runs.index)
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count(), "median": g.median(),
+                        "q1": g.quantile(0.25), "q3": g.quantile(0.75)}).reindex(runs.index)
     out["n"] = out["n"].fillna(0).astype(int)
     out["runs"] = runs
     return out
@@ -189,7 +190,7 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
         models = list(paper.index) + ours_models
     else:
         models = [model_label(m) for m in models]
-    fields = ("ours", "ours_std", "n", "runs", "paper", "paper_pm", "delta")
+    fields = ("ours", "ours_std", "n", "runs", "paper", "paper_pm", "delta", "ours_median", "ours_q1", "ours_q3")
     data = {}
     for metric in metrics:
         cols = {f: [] for f in fields}
@@ -205,6 +206,8 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
             cols["paper"].append(pv)
             cols["paper_pm"].append(float(p["pm"]) if p is not None else np.nan)
             cols["delta"].append(o - pv)
+            for f, k in (("ours_median", "median"), ("ours_q1", "q1"), ("ours_q3", "q3")):
+                cols[f].append(float(s[k]) if s is not None else np.nan)
         for f in fields:
             data[(metric, f)] = cols[f]
     out = pd.DataFrame(data, index=pd.Index(models, name="model"))
@@ -219,12 +222,25 @@ def is_deterministic(model: str, std: float = np.nan, n: int = 0) -> bool:
     return model_label(model) in DETERMINISTIC_ROWS or (n > 1 and np.isfinite(std) and std == 0)
 
 
-def ours_cell(model: str, mean: float, std: float, n: int, digits: int = 3) -> str:
-    """``mean ± std (n=k)`` over seeds; a deterministic row (:func:`is_deterministic`) is one number."""
+def spread_dominates(mean: float, std: float, n: int) -> bool:
+    """Whether the seed spread dominates the mean (3+ seeds, std > |mean|): then a median and an
+    interquartile range say more than mean ± std."""
+    return n >= 3 and np.isfinite(std) and np.isfinite(mean) and std > abs(mean)
+
+
+def ours_cell(model: str, mean: float, std: float, n: int, digits: int = 3, quartiles=None,
+              sep: str = "<br>") -> str:
+    """``mean ± std (n=k)`` over seeds; a deterministic row (:func:`is_deterministic`) is one number; where
+    the spread dominates (:func:`spread_dominates`) and ``quartiles`` = (q1, median, q3) are given, a
+    second line ``median m [IQR q1, q3]``."""
     if is_deterministic(model, std, n):
         return _num(mean, digits)
     sd = f" ± {_num(std, digits)}" if np.isfinite(std) else ""
-    return f"{_num(mean, digits)}{sd} (n={int(n)})"
+    text = f"{_num(mean, digits)}{sd} (n={int(n)})"
+    if quartiles is not None and spread_dominates(mean, std, n):
+        q1, med, q3 = quartiles
+        text += f"{sep}median {_num(med, digits)} [IQR {_num(q1, digits)}, {_num(q3, digits)}]"
+    return text
 
 
 def compare_cells(cmp: pd.DataFrame, digits: int = 3, sep: str = "<br>") -> pd.DataFrame:
@@ -239,7 +255,8 @@ def compare_cells(cmp: pd.DataFrame, digits: int = 3, sep: str = "<br>") -> pd.D
             c = cmp.loc[model, m]
             parts = []
             if c["n"] > 0:
-                parts.append(ours_cell(model, c["ours"], c["ours_std"], c["n"], digits))
+                parts.append(ours_cell(model, c["ours"], c["ours_std"], c["n"], digits,
+                                       (c.get("ours_q1"), c.get("ours_median"), c.get("ours_q3")), sep))
             elif c.get("runs", 0) > 0:
                 parts.append(f"undefined in our run(s) (n={int(c['runs'])})")
             else:

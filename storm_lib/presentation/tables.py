@@ -29,7 +29,8 @@ def summary_table(long: pd.DataFrame, metrics=None, models=None, digits: int = 3
                 out.loc[model, metric] = "–"
                 continue
             r = s.loc[(model, metric)]
-            out.loc[model, metric] = report.ours_cell(model, r["mean"], r["std"], int(r["n"]), digits)
+            out.loc[model, metric] = report.ours_cell(model, r["mean"], r["std"], int(r["n"]), digits,
+                                                      (r["q1"], r["median"], r["q3"]), sep=" · ")
     return out
 
 

@@ -480,6 +480,28 @@ def verdict_markdown(v: pd.DataFrame, note: str = "") -> str:
     return head + (" " + note if note else "") + "\n\n" + markdown_table(v, index=False)
 
 
+def tests_markdown(v: pd.DataFrame) -> str:
+    """Every comparison behind the verdict: claim, comparator, both levels' margins, 95 % intervals and
+    one-sided p-values (unadjusted; the claim's Holm-adjusted p is in the verdict table)."""
+    t = v.attrs.get("tests")
+    if t is None or t.empty:
+        return "No comparison run yet."
+    rows = pd.DataFrame({
+        "claim": [f"{c} ({d})" if d.upper() not in c.upper() else c for c, d in zip(t["claim"], t["dataset"])],
+        "comparator": t["comparator"],
+        "seeds (STORM / comp.)": [f"{a} / {b}" for a, b in zip(t["n_a"], t["n_b"])],
+        "seed level: margin [95% CI]": [_fmt_ci(m, lo, hi) for m, lo, hi in zip(t["seed_margin"], t["seed_low"],
+                                                                                   t["seed_high"])],
+        "p₁ seed": [_fmt_p(p) for p in t["seed_p1"]],
+        "day level: margin [95% CI]": [_fmt_ci(m, lo, hi) for m, lo, hi in zip(t["day_margin"], t["day_low"],
+                                                                                 t["day_high"])],
+        "p₁ day": [_fmt_p(p) for p in t["day_p1"]],
+    })
+    return ("One row per comparison (positive margin = STORM better; p₁: one-sided p of \"STORM not better\", "
+            "unadjusted). Day level: " + "; ".join(sorted({m for m in t["day_method"] if m})) + ".\n\n"
+            + markdown_table(rows, index=False))
+
+
 # --------------------------------------------------------------------------- command line
 
 
