@@ -262,7 +262,7 @@ def test_cli_writes_the_book_includes(tmp_path):
     assert "| STORM RankIC on DJ30 ≈ 0.065 | 0.065 ± 0.038 | 0.065 | yes (1 seed, untested) |" in (out / "v.md").read_text()
     for name in ("claims.md", "mcs.md", "forest.png", "verdict_tests.md"):   # the book's first screen and details
         assert (out / name).is_file()
-    assert "⏳ not run yet" in (out / "claims.md").read_text()
+    assert "○ not run yet" in (out / "claims.md").read_text()
 
 
 def test_verdict_reads_the_runner_frame_shape():

@@ -293,7 +293,7 @@ def style_compare(cmp: pd.DataFrame, digits: int = 3):
     for model in cells.index:
         for m in cells.columns:
             css.loc[model, m] = (_STATUS_CSS[_cell_status(cmp.loc[model, m])]
-                                 + "; text-align: left; white-space: nowrap")
+                                 + "; text-align: left")
     caption = (f"{cmp.attrs.get('table', '')} {cmp.attrs.get('dataset', '')}: ours = mean ± std over seeds; "
                "paper = mean ± range over 10 runs; green: ours within the paper's range")
     return cells.style.apply(lambda _: css, axis=None).set_caption(caption.strip())

@@ -12,21 +12,22 @@ from .fmt import _num, markdown_table
 from .paper import DETERMINISTIC_ROWS, FLOOR_ROWS, STORM_ROWS, TR_MARKET_ROW, _paper_rows, model_label
 from .verdict import PROFILE_ORDER, _select_results
 
-MARKS = {"yes": "✅ replicated", "no": "❌ not replicated", "inconclusive": "❔ inconclusive",
-         "incomplete": "⏳ incomplete", "not run yet": "⏳ not run yet"}
+#: marks in plain Unicode (DejaVu has them; emoji fonts are not everywhere)
+MARKS = {"yes": "✔ replicated", "no": "✘ not replicated", "inconclusive": "◐ inconclusive",
+         "incomplete": "○ incomplete", "not run yet": "○ not run yet"}
 UNIVERSES = {"dj30": "DJ30", "sp500": "SP500"}
 
 
 def _mark(status: str) -> str:
     head = str(status).split(" (")[0]
     if head.startswith("partly"):
-        return "❔ " + status
+        return "◐ " + status
     return MARKS.get(head, status)
 
 
 def claim_matrix(v: pd.DataFrame, mcs_frames: dict | None = None) -> pd.DataFrame:
-    """One short line per claim (rows) and universe (columns) with a mark: ✅ replicated, ❌ not,
-    ❔ inconclusive, ⏳ not run. With ``mcs_frames`` ({(universe, column): :func:`mcs_table` frame}) two
+    """One short line per claim (rows) and universe (columns) with a mark: ✔ replicated, ✘ not,
+    ◐ inconclusive, ○ not run. With ``mcs_frames`` ({(universe, column): :func:`mcs_table` frame}) two
     rows say whether STORM is in the 90 % Model Confidence Set."""
     claims, datasets, statuses = v.attrs["claims"], v.attrs["datasets"], v.attrs["statuses"]
     rows: dict = {}
@@ -44,10 +45,10 @@ def claim_matrix(v: pd.DataFrame, mcs_frames: dict | None = None) -> pd.DataFram
         for u, name in UNIVERSES.items():
             f = (mcs_frames or {}).get((u, column))
             if f is None or f.empty or "STORM" not in f.index:
-                rows.setdefault(key, {})[name] = "⏳ not run yet"
+                rows.setdefault(key, {})[name] = "○ not run yet"
             else:
                 inside = bool(f.loc["STORM", "in_set"])
-                rows.setdefault(key, {})[name] = (f"{'✅ yes' if inside else '❌ no'}, {int(f['in_set'].sum())} of "
+                rows.setdefault(key, {})[name] = (f"{'✔ yes' if inside else '✘ no'}, {int(f['in_set'].sum())} of "
                                                   f"{len(f)} models in the set")
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "claim (STORM …)"
@@ -168,7 +169,7 @@ def mcs_markdown(frames: dict) -> str:
             cols[f"{what}: mean" + (" × 252" if scale != 1 else "")] = {m: _num(x * scale, 4)
                                                                          for m, x in f["mean"].items()}
             cols[f"{what}: MCS p"] = {m: f"{p:.3f}" for m, p in f["pvalue"].items()}
-            cols[f"{what}: in set"] = {m: "✅" if s else "" for m, s in f["in_set"].items()}
+            cols[f"{what}: in set"] = {m: "✔" if s else "" for m, s in f["in_set"].items()}
         if not cols:
             continue
         t = pd.DataFrame(cols)
