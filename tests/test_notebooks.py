@@ -298,6 +298,7 @@ def test_comparison_against_the_paper_and_ours_only(portfolio):
     cells = sty.data
     assert list(cells.columns) == list(nb.PORTFOLIO_METRICS)
     assert cells.index[0] == "Market Index" and cells.index[-1] == "STORM-w/o-CS"
+    assert "Market Index (^DJI, price index, no dividends)" in sty.to_html()
     assert "paper 0.148 ± 0.046" in cells.loc["STORM", "APY"] and "(n=2)" in cells.loc["STORM", "APY"]
     assert "<table" in sty.to_html()
     ours = nb.comparison(m, "portfolio", "dj30", "paper", paper=False)

@@ -50,6 +50,10 @@ def comparison(m: pd.DataFrame, table: str, dataset: str, convention: str | None
         cmp = report.compare(ours[["model", "metric", "value", "seed"]], table, dataset, models=labels,
                              metrics=metrics)
         sty = report.style_compare(cmp).set_table_styles(TABLE_CSS, overwrite=False)
+        note = report.MARKET_INDEX_NOTE.get(str(dataset).lower()) if table == "portfolio" else None
+        if note:   # say what the paper's Market Index row is (^DJI: a price index, no dividends)
+            sty = sty.relabel_index([f"Market Index ({note})" if x == "Market Index" else x
+                                     for x in sty.data.index], axis=0)
         conv = f", convention {convention}" if convention else ""
         return sty.set_caption(f"{dataset}, {split} split{conv}: ours = mean ± std over seeds (n); "
                                "paper = mean ± range over 10 runs; Δ = ours − paper; green: ours within the "

@@ -345,8 +345,10 @@ def _check_claim(claim: Claim, recs: list[dict]) -> dict:
     row = {"claim": claim.text, "ours": "–", "how": "–", "comparators": "–", "seed": "–", "day": "–", "p": "–"}
     if claim.kind == "beats":
         against = list(claim.against) if claim.against else paper_baselines(claim.table)
-        row["comparators"] = (f"{len(against)} floors" if claim.against and set(claim.against) <= set(FLOOR_ROWS)
-                              else ", ".join(against) if len(against) <= 2 else f"{len(against)} baselines")
+        names = [a.replace("Floor: ", "") for a in against]
+        kind = ("floors" if claim.against and set(claim.against) <= set(FLOOR_ROWS) else
+                "baselines" if claim.against is None else "")
+        row["comparators"] = f"{len(against)} {kind}: {', '.join(names)}" if kind else ", ".join(names)
     if len(recs) == 1:
         x = recs[0]
         if claim.kind == "value":
