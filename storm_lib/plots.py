@@ -22,15 +22,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-REFERENCE = ("Market Index", "Buy&Hold")
+REFERENCE = ("Market Index", "Buy&Hold", "Market (EW, total return)")
 STORM_STYLE = {"STORM": dict(color="#c0392b", lw=2.2), "STORM-w/o-TS": dict(color="#e67e22", lw=1.4, ls="-."),
                "STORM-w/o-CS": dict(color="#8e44ad", lw=1.4, ls="-.")}
 _CYCLE = ["#1f77b4", "#2ca02c", "#17becf", "#7f7f7f", "#bcbd22", "#8c564b", "#e377c2", "#393b79", "#006d77"]
 
 
 def _style(label: str, i: int) -> dict:
+    """Line style of a row: reference rows black and on top of everything (a model line that coincides
+    with Buy&Hold, e.g. an agent that stays invested, must not hide it), floors thin grey dotted."""
+    if label == "Market (EW, total return)":
+        return dict(color="black", lw=1.8, ls=":", zorder=6)
     if label in REFERENCE:
-        return dict(color="black", lw=1.6, ls="--")
+        return dict(color="black", lw=1.8, ls="--", zorder=6)
+    if str(label).startswith("Floor: "):
+        return dict(color="#999999", lw=0.9, ls=":", zorder=1)
     if label in STORM_STYLE:
         return dict(STORM_STYLE[label])
     return dict(color=_CYCLE[i % len(_CYCLE)], lw=1.0, alpha=0.9)
@@ -88,7 +94,7 @@ def _lines(ax, frame: pd.DataFrame, order=None):
     others = 0
     for c in cols:
         st = _style(c, others)
-        if c not in REFERENCE and c not in STORM_STYLE:
+        if c not in REFERENCE and c not in STORM_STYLE and not str(c).startswith("Floor: "):
             others += 1
         ax.plot(frame.index, frame[c], label=c, **st)
     if isinstance(frame.index, pd.DatetimeIndex):

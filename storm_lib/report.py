@@ -48,7 +48,7 @@ from pathlib import Path
 
 from .presentation.compute import _list_runs, compute_markdown
 from .presentation.paper import improvement_check, improvement_check_markdown
-from .presentation.verdict import load_results_frame, verdict, verdict_markdown
+from .presentation.verdict import load_results_frame, tests_markdown, verdict, verdict_markdown
 
 
 def _stamp(cmd: str) -> str:
@@ -75,7 +75,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     results, note = load_results_frame(args.results)
     v = verdict(results, protocol=args.protocol, split=args.split)
     cmd = f"python -m storm_lib.report {args.cmd} --protocol {args.protocol} --split {args.split}"
-    verdict_md = _stamp(cmd) + verdict_markdown(v, note)
+    from .presentation import site
+
+    frames = site.mcs_frames(results, args.protocol, args.split)
+    mcs_line = "\n\nModel Confidence Set (Hansen et al. 2011, 90 %):\n\n" + site.mcs_text(frames) + "\n"
+    verdict_md = _stamp(cmd) + verdict_markdown(v, note) + mcs_line
     if args.cmd == "verdict":
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -86,11 +90,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "verdict.md").write_text(verdict_md, encoding="utf-8")
+    (out / "verdict_tests.md").write_text(_stamp(cmd) + tests_markdown(v), encoding="utf-8")
+    (out / "claims.md").write_text(_stamp(cmd) + site.claim_matrix_markdown(v, frames), encoding="utf-8")
+    (out / "mcs.md").write_text(_stamp(cmd) + site.mcs_markdown(frames) + "\n\n" + site.mcs_text(frames) + "\n",
+                                encoding="utf-8")
+    site.forest_plot(v).savefig(out / "forest.png", dpi=110)
     (out / "improvement_check.md").write_text(_stamp(cmd) + improvement_check_markdown(), encoding="utf-8")
     (out / "compute.md").write_text(_stamp(cmd) + compute_markdown(_list_runs(args.results)), encoding="utf-8")
-    print(f"wrote verdict.md, improvement_check.md and compute.md to {out} ({note})")
+    print(f"wrote verdict.md, verdict_tests.md, claims.md, mcs.md, forest.png, improvement_check.md and compute.md "
+          f"to {out} ({note})")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -302,6 +302,7 @@ def test_comparison_against_the_paper_and_ours_only(portfolio):
     cells = sty.data
     assert list(cells.columns) == list(nb.PORTFOLIO_METRICS)
     assert cells.index[0] == "Market Index" and cells.index[-1] == "STORM-w/o-CS"
+    assert "Market Index (^DJI, price index, no dividends)" in sty.to_html()
     assert "paper 0.148 ± 0.046" in cells.loc["STORM", "APY"] and "(n=2)" in cells.loc["STORM", "APY"]
     assert "<table" in sty.to_html()
     ours = nb.comparison(m, "portfolio", "dj30", "paper", paper=False)
@@ -317,8 +318,16 @@ def test_improvement_table_follows_report(portfolio):
     assert imp.loc["APY", "paper (%)"] == "94.74"
     ours = nb.select(m, "test", "paper", nb.PORTFOLIO_METRICS, universe="dj30")
     ref = report.improvement(ours[["model", "metric", "value", "seed"]], "portfolio")
-    assert imp.loc["CR", "ours (%)"] == pytest.approx(round(ref.loc["CR", "improvement"], 1))
+    assert imp.loc["CR", "ours (%)"] == f"{ref.loc['CR', 'improvement']:.1f}"
     assert "paper (%)" not in nb.improvement_table(m, "portfolio", "dj30", "paper", paper=False)
+    # a best baseline whose mean is within its own interval over seeds of zero: not meaningful
+    from storm_lib.presentation.tables import near_zero
+    assert near_zero([0.01, -0.02, 0.015]) and not near_zero([0.10, 0.11, 0.12]) and not near_zero([0.0])
+    noisy = m.copy()
+    base = ref.loc["APY", "best_baseline"]
+    sel = (noisy["row"] == base) & (noisy["metric"] == "APY") & (noisy["split"] == "test")
+    noisy.loc[sel, "value"] = [0.01 * (-1) ** i for i in range(sel.sum())]
+    assert nb.improvement_table(noisy, "portfolio", "dj30", "paper").loc["APY", "ours (%)"] == "n/m"
 
 
 def test_daily_and_plots(portfolio):
@@ -445,7 +454,11 @@ def test_footer_info_and_rerun_command(portfolio, monkeypatch):
         assert key in info["versions"]
     assert {"platform", "CPU count", "GPU"} <= set(info["hardware"])
     cmd = info["command"]
-    assert cmd.startswith("STORM_DATA_DIR=/data/storm ")
+    assert cmd.startswith("STORM_DATA_DIR=/path/to/data ")   # no machine-local path on a page
+    assert "/data/storm" not in cmd
+    ctx.raw["results_dir"] = str(nb.REPO_ROOT / "results")
+    assert "-p results_dir results" in nb.footer_info(ctx)["command"]
+    ctx.raw.pop("results_dir")
     assert "papermill --cwd notebooks notebooks/table2_portfolio.ipynb" in cmd
     assert "-p universes dj30,sp500 -p seeds 0,1 -p data_dir None -p run_missing True" in cmd
     assert info["wall_seconds"] >= 0

@@ -87,7 +87,7 @@ def nb_(cells):
 
 def params(text):
     c = new_code_cell(text)
-    c.metadata["tags"] = ["parameters"]
+    c.metadata["tags"] = ["parameters", "hide-input"]   # the book shows outputs; the code is one click away
     return c
 
 
@@ -95,8 +95,12 @@ def md(text):
     return new_markdown_cell(text.strip())
 
 
-def code(text):
-    return new_code_cell(text.strip())
+def code(text, tag: str = "hide-input"):
+    """A code cell; in the book its input is hidden (``hide-input``: one click shows it) or removed
+    (``remove-input``: plumbing whose output is all that matters)."""
+    c = new_code_cell(text.strip())
+    c.metadata["tags"] = [tag]
+    return c
 
 
 # ---------------------------------------------------------------- table 2
@@ -109,9 +113,14 @@ Every return model scores the stocks of a universe each day of the test period (
 portfolio holds the k = 5 best-scored stocks in equal weights, replaces at most d = 3 of them a day and
 pays 1e-4 on turnover. The six columns: APY (annualised yield), CW (cumulative wealth), CR (Calmar ratio),
 ASR (annualised Sharpe ratio), MDD (maximum drawdown), AVO (annualised volatility). The rows are the
-paper's: the Market Index (^DJI for DJ30, SPY for SP500, as buy-and-hold), six baselines, STORM and its
-two ablations. Convention `paper` (the default) is the one the published tables satisfy: ASR = APY/AVO,
-AVO annualised (see the Method page).
+paper's: the Market Index (^DJI for DJ30: a **price index without dividends**; SPY's adjusted close for
+SP500: with dividends), six baselines, STORM and its two ablations; then rows the paper does not have: the
+**total-return market** (`Market (EW, total return)`: the universe's stocks bought in equal weights on the
+first test day and held, dividends included; every portfolio here earns dividends, so this is the fair
+market) and five **floors** (`Floor: ...`: 1- and 5-day reversal, 20- and 60-day momentum, 20-day low
+volatility, one-line signals scored each day from prices up to that day, through the same TopK-Drop code).
+Deterministic rows show one number. Convention `paper` (the default) is the one the published tables
+satisfy: ASR = APY/AVO, AVO annualised (see the Method page).
 
 Parameters (papermill `-p`): `universes`, `models`, `seeds`, `protocol`, `profile`, `convention`,
 `data_dir`, `results_dir`, `run_missing`, `executor`. Runs are read from the results directory; missing ones are run
@@ -120,7 +129,8 @@ numbers only.
 """),
     params('''universes = ["dj30", "sp500"]   # or "dj30,sp500"; sample: the offline sample, with protocol sample (no paper numbers)
 models = ["market", "lightgbm", "lstm", "transformer", "cafactor", "factorvae", "hirevae",
-          "storm", "storm_wo_ts", "storm_wo_cs"]   # registry names; the rows of the paper's tables
+          "storm", "storm_wo_ts", "storm_wo_cs",   # registry names; the rows of the paper's tables
+          "ew_buy_hold", "reversal_1d", "reversal_5d", "momentum_20d", "momentum_60d", "low_vol_20d"]   # ours
 ''' + COMMON_TAIL.format(convention='convention = "paper"  # portfolio metrics: paper (ASR is APY/AVO, as published) | standard | official')),
     code(SETUP_IMPORTS + '''
 ctx = nb.setup("table2_portfolio", universes=universes, models=models, seeds=seeds, protocol=protocol,
@@ -160,7 +170,7 @@ mean of the seeds' wealth curves), against the market index (dashed black)."""),
     md(STATS_MD.format(extra=COSTS_MD)),
     code("nb.uncertainty(ctx, plan, m, costs=True)"),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- table 3
@@ -220,7 +230,7 @@ baselines, STORM and its ablations), `agents` the RL training summed over the fi
 whole run (fit, agents and evaluation) as recorded in its `run.json`."""),
     code("nb.training_time(m, plan)"),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- table 4
@@ -232,14 +242,17 @@ How well each model's scores rank the next day's returns: RankIC is the Spearman
 scores and the realised next-day returns across the stocks of a day, averaged over the days of the test
 period; RankICIR is that mean divided by the standard deviation of the daily values (not annualised).
 Convention `standard` (the per-day Spearman mean, as Qlib computes it); `official` is the released code's
-variant. The numbers come from the same runs as Tables 1 and 2 (task `portfolio`).
+variant. The numbers come from the same runs as Tables 1 and 2 (task `portfolio`). The `Floor: ...` rows
+(not in the paper) are one-line price signals scored each day from prices up to that day: 1- and 5-day
+reversal, 20- and 60-day momentum, 20-day low volatility; they are deterministic (one number, no ±).
 
 Parameters: `universes`, `models`, `seeds`, `protocol`, `profile`, `convention`, `window` (days of the
 rolling mean), `data_dir`, `results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30", "sp500"]   # or "dj30,sp500"; sample: the offline sample, with protocol sample (no paper numbers)
 models = ["lightgbm", "lstm", "transformer", "cafactor", "factorvae", "hirevae",
-          "storm", "storm_wo_ts", "storm_wo_cs"]   # the rows of Table 4 (the Market Index has no scores)
+          "storm", "storm_wo_ts", "storm_wo_cs",   # the rows of Table 4 (the Market Index has no scores)
+          "reversal_1d", "reversal_5d", "momentum_20d", "momentum_60d", "low_vol_20d"]   # floors (ours)
 window = 63          # trading days of the rolling mean in the daily RankIC figure
 ''' + COMMON_TAIL.format(convention='convention = "standard"  # IC convention: standard (per-day Spearman mean) | official')),
     code(SETUP_IMPORTS + '''from storm_lib.metrics import IC_CONVENTIONS
@@ -273,7 +286,7 @@ averaged), as a rolling mean: where in the test period a model ranks well, and h
     md(STATS_MD.format(extra="")),
     code("nb.uncertainty(ctx, plan, m)"),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- ablation
@@ -287,7 +300,8 @@ side on the three tasks: the TopK-Drop portfolio (Tables 1/2, convention `conven
 RankICIR (Table 4, standard convention) and single-stock trading (Table 3, convention `convention`; the
 paper's trading rows mix units, see the Table 3 page). Per variant, `ours` is our mean over seeds and
 `paper` the paper's mean over 10 runs; ▲ marks the best of the three variants in our runs (lowest for
-MDD and AVO, highest otherwise).
+MDD and AVO, highest otherwise). Column `best floor`: the best of the five trivial floors (one-line price
+signals, deterministic; portfolio and RankIC only), the level a variant has to beat to show learning.
 
 Parameters: `universes` (portfolio and RankIC), `stocks` and `trading_universe` (trading; `stocks=[]`
 skips it), `models`, `seeds`, `protocol`, `profile`, `convention`, `data_dir`, `results_dir`, `run_missing`, `executor`.
@@ -303,10 +317,11 @@ ctx = nb.setup("ablation", universes=universes, stocks=stocks, trading_universe=
                results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nThe same runs as the three table pages (cached when those pages ran first)."),
     code('''plan = ctx.ensure(ctx.specs("portfolio"))
+floor_plan = ctx.ensure(ctx.specs("portfolio", models=nb.FLOOR_MODELS))
 trading_plan = ctx.ensure(ctx.specs("trading"))'''),
     md("## The three variants on the three tasks"),
     code('''ab = nb.ablation_frame(ctx.metrics(plan), ctx.metrics(trading_plan), ctx.universes, ctx.stocks,
-                      convention=ctx.convention, paper=ctx.protocol != "sample")
+                      convention=ctx.convention, paper=ctx.protocol != "sample", m_floors=ctx.metrics(floor_plan))
 nb.ablation_table(ab)'''),
     md("""
 ## Reading the table
@@ -316,7 +331,7 @@ three variants in our runs and in the paper, and how often our best variant is t
     code("display(Markdown(nb.ablation_text(ab)))"),
     *profile_cells(True),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- fig 3
@@ -371,7 +386,7 @@ beside them (dataset not stated, values read by eye)."""),
             plots.codebook_curve(sweep, title=f"{u.upper()}: {nb.model_label(model)} against the codebook size"))'''),
     *profile_cells(False),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- protocol audit
@@ -447,7 +462,7 @@ dashed with its ± range shaded. The text below each chart is generated from the
                                 title=f"{u.upper()}, {label}: clean → every switch on (mean over seeds)"),
                 Markdown(nb.audit_text(at, u, model)))'''),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 out = ROOT / "notebooks"

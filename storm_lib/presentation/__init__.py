@@ -26,6 +26,7 @@ from .context import (CODEBOOK_SIZES, GET_DATA, IC_METRICS, PORTFOLIO_METRICS, P
                       RunContext, RunsFailed, as_bool, as_ints, as_list, data_hashes, ensure_runs, is_all,
                       load_metrics, require_data, select, setup)
 from .fmt import TABLE_CSS, markdown_table
+from .context import FLOOR_MODELS, REPO_ROOT, shown_path
 from .footer import footer, footer_info, rerun_command
 from .paper import model_label
 from .tables import (comparison, daily, equity, improvement_table, profile_table, summary_table, trading_config,

@@ -14,12 +14,14 @@ from .fmt import _fmt
 
 def ablation_frame(m_portfolio: pd.DataFrame | None, m_trading: pd.DataFrame | None, universes, stocks,
                    convention: str = "paper", trading_convention: str | None = None,
-                   split: str = "test", paper: bool = True) -> pd.DataFrame:
+                   split: str = "test", paper: bool = True, m_floors: pd.DataFrame | None = None) -> pd.DataFrame:
     """STORM and its two ablations across the three tasks, long: task, dataset, metric, variant, ours
     (mean over seeds), n, paper. Tasks: portfolio (TopK-Drop metrics in ``convention``), rankic
-    (RankIC, RankICIR, standard convention), trading (per stock, ``trading_convention``)."""
+    (RankIC, RankICIR, standard convention), trading (per stock, ``trading_convention``). ``m_floors``:
+    the metrics of the floor runs (:mod:`storm_lib.floors`), added as variants ``Floor: ...`` of the
+    portfolio and RankIC tasks."""
     parts = []
-    variants = list(report.STORM_ROWS)
+    variants = list(report.STORM_ROWS) + list(report.FLOOR_ROWS)
 
     def add(task, table, dataset, m, conv, metrics, **where):
         if m is None or m.empty:
@@ -42,6 +44,8 @@ def ablation_frame(m_portfolio: pd.DataFrame | None, m_trading: pd.DataFrame | N
     for u in as_list(universes):
         add("portfolio", "portfolio", u, m_portfolio, convention, PORTFOLIO_METRICS, universe=u)
         add("rankic", "rankic", u, m_portfolio, "standard", IC_METRICS, universe=u)
+        add("portfolio", "portfolio", u, m_floors, convention, PORTFOLIO_METRICS, universe=u)
+        add("rankic", "rankic", u, m_floors, "standard", IC_METRICS, universe=u)
     for s in as_list(stocks, upper=True):
         add("trading", "trading", s, m_trading, trading_convention or convention, PORTFOLIO_METRICS, stock=s)
     cols = ["task", "dataset", "metric", "variant", "ours", "n", "paper"]
@@ -61,12 +65,14 @@ def ablation_frame(m_portfolio: pd.DataFrame | None, m_trading: pd.DataFrame | N
 
 def ablation_table(ab: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """:func:`ablation_frame` wide: rows (task, dataset, metric), columns (variant, ours / paper); ▲ marks
-    the best variant of each row in our runs (lowest for MDD and AVO, highest otherwise)."""
+    the best variant of each row in our runs (lowest for MDD and AVO, highest otherwise). With floor rows,
+    a column ``best floor`` holds the best floor's value and name (the level a variant has to beat)."""
     if ab.empty:
         return pd.DataFrame()
     rows = {}
+    floors = ab["variant"].isin(report.FLOOR_ROWS)
     for (task, ds, metric), g in ab.groupby(["task", "dataset", "metric"], sort=False):
-        vals = g.set_index("variant")
+        vals = g[~g["variant"].isin(report.FLOOR_ROWS)].set_index("variant")
         best = _best(vals["ours"], metric)
         cells = {}
         for v in report.STORM_ROWS:
@@ -74,13 +80,18 @@ def ablation_table(ab: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             ours = "–" if r is None else f"{'▲ ' if v == best else ''}{_fmt(r['ours'], digits)}"
             cells[(v, "ours")] = ours
             cells[(v, "paper")] = _fmt(r["paper"], digits) if r is not None else "–"
+        if floors.any():
+            fl = g[g["variant"].isin(report.FLOOR_ROWS)].set_index("variant")["ours"]
+            fb = _best(fl, metric)
+            cells[("best floor", "ours")] = (f"{_fmt(fl[fb], digits)} ({fb.replace('Floor: ', '')})"
+                                             if fb is not None else "–")
         rows[(task, ds, metric)] = cells
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index = pd.MultiIndex.from_tuples(out.index, names=["task", "dataset", "metric"])
     out.columns = pd.MultiIndex.from_tuples(out.columns, names=["variant", ""])
     if ab["paper"].isna().all():
         out = out.drop(columns="paper", level=1)
-    return out
+    return out.fillna("–")
 
 
 def _best(values: pd.Series, metric: str):
@@ -94,6 +105,7 @@ def ablation_text(ab: pd.DataFrame) -> str:
     """A paragraph (markdown) reading :func:`ablation_frame`: per task, on how many (dataset, metric)
     cells full STORM is the best of the three variants in our runs and in the paper, where each ablation
     wins, and how often our ranking of the three agrees with the paper's best. Computed, not written."""
+    ab = ab[ab["variant"].isin(report.STORM_ROWS)] if len(ab) else ab
     if ab.empty:
         return "No finished runs of STORM or its ablations yet: nothing to read."
     names = {"portfolio": "Portfolio (TopK-Drop)", "rankic": "RankIC / RankICIR", "trading": "Trading"}

@@ -80,6 +80,9 @@ def audit_summary(at: pd.DataFrame, universe: str, model: str, seeds, profile: s
                 sd = f" ± {_fmt(v.std(ddof=1), digits)}" if len(v) > 1 else ""
                 cells[(metric, name)] = (f"{_fmt(v.mean(), digits)}{sd} (n={len(v)})" if name == "value"
                                          else f"{_num(v.mean(), digits, signed=True)}{sd}")
+                if report.spread_dominates(v.mean(), v.std(ddof=1) if len(v) > 1 else np.nan, len(v)):
+                    q1, med, q3 = v.quantile([0.25, 0.5, 0.75])   # the spread dominates: median and IQR too
+                    cells[(metric, name)] += f" · median {_num(med, digits)} [IQR {_num(q1, digits)}, {_num(q3, digits)}]"
         rows[(s.kind, s.label, s.convention)] = cells
     if paper:
         for name in dict.fromkeys(["storm", model]):

@@ -24,6 +24,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 from .. import data as data_mod  # noqa: E402
 from ..executors import EXECUTORS  # noqa: E402
+from ..floors import FLOORS  # noqa: E402
 from ..metrics import CONVENTIONS  # noqa: E402
 from ..panel import PROTOCOLS  # noqa: E402
 from ..profiles import PROFILES  # noqa: E402
@@ -37,6 +38,8 @@ PORTFOLIO_MODELS = ("market", "lightgbm", "lstm", "transformer", "cafactor", "fa
                     "storm", "storm_wo_ts", "storm_wo_cs")
 #: the rows of Table 4 (RankIC): no Market Index (it has no scores)
 RANKIC_MODELS = PORTFOLIO_MODELS[1:]
+#: the trivial floors (storm_lib.floors), deterministic pseudo-models of the portfolio task (seed 0)
+FLOOR_MODELS = tuple(FLOORS)
 STORM_MODELS = ("storm", "storm_wo_ts", "storm_wo_cs")
 TRADING_STOCKS = ("AAPL", "JPM", "IBM", "INTC", "MSFT")
 PORTFOLIO_METRICS = ("APY", "CW", "CR", "ASR", "MDD", "AVO")
@@ -71,6 +74,24 @@ class RunsFailed(NotebookStop):
 
 
 # --------------------------------------------------------------------------- parameters
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shown_path(path) -> str:
+    """A path as a page may show it: relative to the repository root when inside it, ``$STORM_DATA_DIR``
+    when it is that directory, else only its last part (no machine-local absolute path on a page)."""
+    if path is None:
+        return "None"
+    p = Path(path).expanduser().resolve()
+    try:
+        return str(p.relative_to(REPO_ROOT)) or "."
+    except ValueError:
+        pass
+    env = os.environ.get("STORM_DATA_DIR")
+    if env and Path(env).expanduser().resolve() == p:
+        return "$STORM_DATA_DIR"
+    return f"…/{p.name}"
 
 
 def as_list(value, upper: bool = False) -> list[str]:
@@ -195,7 +216,7 @@ def ensure_runs(specs, run_missing: bool = True, results_dir=None, data_dir=None
     plan = pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["status", "run_dir", "spec"])
     todo = plan.index[plan["status"] == "missing"]
     root = results_root(results_dir)
-    echo(f"{len(plan)} run(s) needed under {root}: {len(plan) - len(todo)} cached, {len(todo)} "
+    echo(f"{len(plan)} run(s) needed under {shown_path(root)}: {len(plan) - len(todo)} cached, {len(todo)} "
          + ("to run now" if run_missing else "missing (run_missing=False)") + (":" if len(todo) else "."))
     for i in todo:
         echo(f"  {_spec_text(plan.at[i, 'spec'])}")
@@ -420,7 +441,7 @@ def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
     ctx.data = require_data(universes, p["data_dir"], ctx.cache)
     shown = {k: v for k, v in p.items() if k not in ("data_dir", "results_dir")}
     print(f"{notebook}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-    print(f"results: {results_root(p['results_dir'])}")
+    print(f"results: {shown_path(results_root(p['results_dir']))}")
     for u, desc in ctx.data.items():
         print(f"data {u}: {desc}")
     if p["protocol"] == "sample":

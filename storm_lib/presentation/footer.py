@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .context import Context, _none, data_hashes
+from .context import Context, _none, data_hashes, shown_path
 from .fmt import TABLE_CSS
 
 # --------------------------------------------------------------------------- footer
@@ -81,12 +81,16 @@ def _param_text(value) -> str:
 def rerun_command(notebook: str, params: dict, data_dir=None) -> str:
     """The papermill command (from the repository root) that reruns the notebook with ``params``."""
     env = []
-    if _none(data_dir) is None and os.environ.get("STORM_DATA_DIR"):
-        env.append(f"STORM_DATA_DIR={shlex.quote(os.environ['STORM_DATA_DIR'])}")
+    if _none(data_dir) is None and os.environ.get("STORM_DATA_DIR"):   # never a machine-local absolute path
+        shown = shown_path(os.environ["STORM_DATA_DIR"])
+        env.append("STORM_DATA_DIR=" + ("/path/to/data" if shown.startswith(("…", "$")) else shlex.quote(shown)))
     if os.environ.get("STORM_NUM_THREADS"):
         env.append(f"STORM_NUM_THREADS={shlex.quote(os.environ['STORM_NUM_THREADS'])}")
     parts = ["papermill", "--cwd", "notebooks", f"notebooks/{notebook}.ipynb", f"{notebook}.out.ipynb"]
     for k, v in params.items():
+        if k in ("data_dir", "results_dir") and _none(v) is not None:
+            shown = shown_path(v)
+            v = "/path/to/" + k.removesuffix("_dir") if shown.startswith(("…", "$")) else shown
         parts += ["-p", k, _param_text(v)]
     return " ".join(env + [shlex.quote(x) for x in parts])
 

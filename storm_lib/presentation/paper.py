@@ -12,11 +12,21 @@ from io import StringIO
 import numpy as np
 import pandas as pd
 
+from ..floors import EW_MARKET, FLOORS
+from ..floors import LABELS as _PSEUDO_LABELS
 from .fmt import _fmt_pct, _num, markdown_table
 
 TABLES = ("portfolio", "trading", "rankic")
 STORM_ROWS = ("STORM", "STORM-w/o-TS", "STORM-w/o-CS")
-REFERENCE_ROWS = ("Market Index", "Buy&Hold")  # deterministic reference rows, never "baselines"
+#: the equal-weight buy-and-hold total-return market of a universe (storm_lib.floors.EW_MARKET)
+TR_MARKET_ROW = _PSEUDO_LABELS[EW_MARKET]
+#: the trivial floors (storm_lib.floors.FLOORS), deterministic rows marked "Floor:"
+FLOOR_ROWS = tuple(_PSEUDO_LABELS[k] for k in FLOORS)
+REFERENCE_ROWS = ("Market Index", "Buy&Hold", TR_MARKET_ROW)  # deterministic reference rows, never "baselines"
+#: rows without a seed-dependent part: one number, no ± (a market row, a floor, Buy&Hold)
+DETERMINISTIC_ROWS = REFERENCE_ROWS + FLOOR_ROWS
+#: what each universe's Market Index row is (the paper's row; ^DJI has no dividends, SPY's adjusted close has)
+MARKET_INDEX_NOTE = {"dj30": "^DJI, price index, no dividends", "sp500": "SPY, adjusted close, with dividends"}
 IMPROVEMENT_ROW = "Improvement(%)"
 LOWER_IS_BETTER = frozenset({"MDD", "AVO"})
 TRADING_STOCKS = ("AAPL", "JPM", "IBM", "INTC", "MSFT")
@@ -40,6 +50,7 @@ _ALIASES = {
     "market_index": "Market Index", "market": "Market Index", "index": "Market Index",
     "buy_and_hold": "Buy&Hold", "buy_hold": "Buy&Hold", "buyhold": "Buy&Hold", "bah": "Buy&Hold",
     "dqn": "DQN", "sac": "SAC", "ppo": "PPO", "storm_ppo": "STORM",
+    **_PSEUDO_LABELS,
 }
 
 
@@ -52,7 +63,7 @@ def model_label(name) -> str:
     names are returned unchanged."""
     if not isinstance(name, str):
         return name
-    printed = {_key(m): m for m in (*STORM_ROWS, *REFERENCE_ROWS, "LightGBM", "LSTM", "Transformer",
+    printed = {_key(m): m for m in (*STORM_ROWS, *DETERMINISTIC_ROWS, "LightGBM", "LSTM", "Transformer",
                                     "CAFactor", "FactorVAE", "HireVAE", "DQN", "SAC", "PPO")}
     k = _key(name)
     return printed.get(k) or _ALIASES.get(k) or name
@@ -146,7 +157,8 @@ def summarise(ours: pd.DataFrame) -> pd.DataFrame:
                              "protocol, profile and options first")
     g = ours.dropna(subset=["value"]).groupby(["model", "metric"], sort=False)["value"]
     runs = ours.groupby(["model", "metric"], sort=False)["value"].size()  # NaN values included
-    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reindex(runs.index)
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count(), "median": g.median(),
+                        "q1": g.quantile(0.25), "q3": g.quantile(0.75)}).reindex(runs.index)
     out["n"] = out["n"].fillna(0).astype(int)
     out["runs"] = runs
     return out
@@ -178,7 +190,7 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
         models = list(paper.index) + ours_models
     else:
         models = [model_label(m) for m in models]
-    fields = ("ours", "ours_std", "n", "runs", "paper", "paper_pm", "delta")
+    fields = ("ours", "ours_std", "n", "runs", "paper", "paper_pm", "delta", "ours_median", "ours_q1", "ours_q3")
     data = {}
     for metric in metrics:
         cols = {f: [] for f in fields}
@@ -194,6 +206,8 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
             cols["paper"].append(pv)
             cols["paper_pm"].append(float(p["pm"]) if p is not None else np.nan)
             cols["delta"].append(o - pv)
+            for f, k in (("ours_median", "median"), ("ours_q1", "q1"), ("ours_q3", "q3")):
+                cols[f].append(float(s[k]) if s is not None else np.nan)
         for f in fields:
             data[(metric, f)] = cols[f]
     out = pd.DataFrame(data, index=pd.Index(models, name="model"))
@@ -203,10 +217,37 @@ def compare(ours: pd.DataFrame, table: str, dataset: str, models: Sequence[str] 
 
 
 
+def is_deterministic(model: str, std: float = np.nan, n: int = 0) -> bool:
+    """A row without a seed-dependent part: a market row, a floor, Buy&Hold, or seeds that all agree."""
+    return model_label(model) in DETERMINISTIC_ROWS or (n > 1 and np.isfinite(std) and std == 0)
+
+
+def spread_dominates(mean: float, std: float, n: int) -> bool:
+    """Whether the seed spread dominates the mean (3+ seeds, std > |mean|): then a median and an
+    interquartile range say more than mean ± std."""
+    return n >= 3 and np.isfinite(std) and np.isfinite(mean) and std > abs(mean)
+
+
+def ours_cell(model: str, mean: float, std: float, n: int, digits: int = 3, quartiles=None,
+              sep: str = "<br>") -> str:
+    """``mean ± std (n=k)`` over seeds; a deterministic row (:func:`is_deterministic`) is one number; where
+    the spread dominates (:func:`spread_dominates`) and ``quartiles`` = (q1, median, q3) are given, a
+    second line ``median m [IQR q1, q3]``."""
+    if is_deterministic(model, std, n):
+        return _num(mean, digits)
+    sd = f" ± {_num(std, digits)}" if np.isfinite(std) else ""
+    text = f"{_num(mean, digits)}{sd} (n={int(n)})"
+    if quartiles is not None and spread_dominates(mean, std, n):
+        q1, med, q3 = quartiles
+        text += f"{sep}median {_num(med, digits)} [IQR {_num(q1, digits)}, {_num(q3, digits)}]"
+    return text
+
+
 def compare_cells(cmp: pd.DataFrame, digits: int = 3, sep: str = "<br>") -> pd.DataFrame:
     """One string per (model, metric): ``0.086 ± 0.010 (n=3)``, ``paper 0.179 ± 0.020``, ``Δ −0.093``
     joined by ``sep`` (``"<br>"`` stacks them in HTML and MyST tables, ``" | "`` keeps one line).
-    Our ± is a std over seeds, the paper's a range over 10 runs."""
+    Our ± is a std over seeds, the paper's a range over 10 runs. A deterministic row (:data:`DETERMINISTIC_ROWS`,
+    or one whose seeds all agree) shows one number, no ± and no n (:func:`ours_cell`)."""
     metrics = list(dict.fromkeys(cmp.columns.get_level_values(0)))
     out = pd.DataFrame(index=cmp.index, columns=metrics, dtype=object)
     for model in cmp.index:
@@ -214,8 +255,8 @@ def compare_cells(cmp: pd.DataFrame, digits: int = 3, sep: str = "<br>") -> pd.D
             c = cmp.loc[model, m]
             parts = []
             if c["n"] > 0:
-                sd = f" ± {_num(c['ours_std'], digits)}" if np.isfinite(c["ours_std"]) else ""
-                parts.append(f"{_num(c['ours'], digits)}{sd} (n={int(c['n'])})")
+                parts.append(ours_cell(model, c["ours"], c["ours_std"], c["n"], digits,
+                                       (c.get("ours_q1"), c.get("ours_median"), c.get("ours_q3")), sep))
             elif c.get("runs", 0) > 0:
                 parts.append(f"undefined in our run(s) (n={int(c['runs'])})")
             else:
@@ -252,7 +293,7 @@ def style_compare(cmp: pd.DataFrame, digits: int = 3):
     for model in cells.index:
         for m in cells.columns:
             css.loc[model, m] = (_STATUS_CSS[_cell_status(cmp.loc[model, m])]
-                                 + "; text-align: left; white-space: nowrap")
+                                 + "; text-align: left")
     caption = (f"{cmp.attrs.get('table', '')} {cmp.attrs.get('dataset', '')}: ours = mean ± std over seeds; "
                "paper = mean ± range over 10 runs; green: ours within the paper's range")
     return cells.style.apply(lambda _: css, axis=None).set_caption(caption.strip())

@@ -11,6 +11,7 @@ from . import paper as report
 from .context import IC_METRICS, PORTFOLIO_METRICS, as_list, select
 from .fmt import TABLE_CSS, _fmt
 from .footer import _run_record
+from .verdict import mean_interval
 
 
 def summary_table(long: pd.DataFrame, metrics=None, models=None, digits: int = 3) -> pd.DataFrame:
@@ -28,8 +29,8 @@ def summary_table(long: pd.DataFrame, metrics=None, models=None, digits: int = 3
                 out.loc[model, metric] = "–"
                 continue
             r = s.loc[(model, metric)]
-            sd = f" ± {_fmt(r['std'], digits)}" if np.isfinite(r["std"]) else ""
-            out.loc[model, metric] = f"{_fmt(r['mean'], digits)}{sd} (n={int(r['n'])})"
+            out.loc[model, metric] = report.ours_cell(model, r["mean"], r["std"], int(r["n"]), digits,
+                                                      (r["q1"], r["median"], r["q3"]), sep=" · ")
     return out
 
 
@@ -49,6 +50,10 @@ def comparison(m: pd.DataFrame, table: str, dataset: str, convention: str | None
         cmp = report.compare(ours[["model", "metric", "value", "seed"]], table, dataset, models=labels,
                              metrics=metrics)
         sty = report.style_compare(cmp).set_table_styles(TABLE_CSS, overwrite=False)
+        note = report.MARKET_INDEX_NOTE.get(str(dataset).lower()) if table == "portfolio" else None
+        if note:   # say what the paper's Market Index row is (^DJI: a price index, no dividends)
+            sty = sty.relabel_index([f"Market Index ({note})" if x == "Market Index" else x
+                                     for x in sty.data.index], axis=0)
         conv = f", convention {convention}" if convention else ""
         return sty.set_caption(f"{dataset}, {split} split{conv}: ours = mean ± std over seeds (n); "
                                "paper = mean ± range over 10 runs; Δ = ours − paper; green: ours within the "
@@ -66,16 +71,39 @@ def _table_rows(m: pd.DataFrame, table: str, dataset: str, split: str, conventio
     return metrics, select(m, split, convention, metrics, **where)
 
 
+def near_zero(values) -> bool:
+    """Whether a comparator's mean is within its own 95 % t-interval over seeds of zero (then a
+    percentage of it is not meaningful). One value: never (no interval)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return False
+    lo, hi = mean_interval(float(v.mean()), float(v.std(ddof=1)), int(v.size))
+    return bool(lo <= 0 <= hi)
+
+
+def _improvement_text(ours: pd.DataFrame, r) -> str:
+    """One Improvement(%) cell: the per cent, or ``n/m`` (not meaningful) where the best baseline's mean
+    is within its own interval over seeds of zero."""
+    if not np.isfinite(r["improvement"]):
+        return "–"
+    base = ours[(ours["model"].map(report.model_label) == r["best_baseline"]) & (ours["metric"] == r.name)]
+    if near_zero(base["value"]):
+        return "n/m"
+    return f"{r['improvement']:.1f}"
+
+
 def improvement_table(m: pd.DataFrame, table: str, dataset: str, convention: str | None, split: str = "test",
                       paper: bool = True, metrics=None, **where) -> pd.DataFrame:
     """The paper's Improvement(%) row computed the paper's way on our means (:func:`report.improvement`),
-    with the paper's printed row beside it when ``paper``."""
+    with the paper's printed row beside it when ``paper``. ``n/m`` (not meaningful): the best baseline's
+    mean is within its own 95 % interval over seeds of zero (:func:`near_zero`)."""
     metrics, ours = _table_rows(m, table, dataset, split, convention, metrics, where)
     if ours.empty:
         return pd.DataFrame(columns=["ours (%)", "best variant", "best baseline"])
     imp = report.improvement(ours[["model", "metric", "value", "seed"]], table, metrics=metrics)
     out = pd.DataFrame({
-        "ours (%)": imp["improvement"].round(1),
+        "ours (%)": [_improvement_text(ours, r) for _, r in imp.iterrows()],
         "best variant": [f"{n} {_fmt(v)}" if n else "–" for n, v in zip(imp["best_variant"], imp["variant_value"])],
         "best baseline": [f"{n} {_fmt(v)}" if n else "–"
                           for n, v in zip(imp["best_baseline"], imp["baseline_value"])],

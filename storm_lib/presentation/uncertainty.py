@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..floors import EW_MARKET, FLOORS
 from ..tasks import RunCache, RunContext
 from . import paper as report
 from .context import STORM_MODELS, Context, _none, as_list, select
@@ -14,7 +15,7 @@ from .fmt import TABLE_CSS, _fmt
 # --------------------------------------------------------------------------- uncertainty (Tables 2 and 4)
 
 #: the models that are not baselines when picking the best baseline of a paired test
-NOT_BASELINES = ("market",) + STORM_MODELS
+NOT_BASELINES = ("market", EW_MARKET) + STORM_MODELS + tuple(FLOORS)
 CI_METRICS = ("APY", "ASR", "RankIC")
 COSTS_BPS = (0, 1, 2, 5, 10, 15, 20)
 
