@@ -25,7 +25,11 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     path = Path(value).expanduser()
     if not path.is_dir():
         source = "argument data_dir" if explicit is not None else f"${DATA_ENV}"
-        raise FileNotFoundError(f"{source} points to {str(path)!r}, which is not a directory")
+        where = "" if path.is_absolute() else (
+            f" (a relative path is read from the working directory {os.getcwd()!r}, e.g. notebooks/ under "
+            f"papermill --cwd notebooks: give an absolute path, e.g. {str(path.resolve())!r} is "
+            f"{'' if path.resolve().is_dir() else 'not '}a directory)")
+        raise FileNotFoundError(f"{source} points to {str(path)!r}, which is not a directory{where}")
     return path
 
 

@@ -166,8 +166,11 @@ def check_spec(spec: RunSpec, data_dir=None) -> None:
         if spec.model == MARKET and set(spec.options_dict) - {"benchmark"}:
             raise ValueError("the market index row takes no options but benchmark=")
         task_settings(spec.model, spec.options_dict)
-        if spec.model != MARKET:
-            _check_model_options(spec.model, split_options(spec.options_dict)[1], RESERVED, TASK_OPTIONS)
+        from .models import MODEL_NAMES
+
+        model_options = split_options(spec.options_dict)[1]
+        if spec.model in MODEL_NAMES and model_options:  # return models; pseudo-models check their own
+            _check_model_options(spec.model, model_options, RESERVED, TASK_OPTIONS)
     elif spec.model == MARKET and spec.options:
         raise ValueError("the market index row takes no model options")
 
@@ -231,13 +234,19 @@ def _task_config(spec: RunSpec) -> dict:
 
 def identity(spec: RunSpec, ctx: RunContext) -> dict:
     """Everything the identity hash covers (loads the universe's prices to hash them)."""
+    out = code_identity(spec)
+    out["data"] = _data_identity(spec, ctx)
+    return {k: out[k] for k in ("spec", "profile", "task_config", "data", "feature_version", "results_version")}
+
+
+def code_identity(spec: RunSpec) -> dict:
+    """The identity without the data hashes: what can be checked with no data at hand."""
     profile = asdict(get_profile(spec.profile))
     profile.pop("note", None)  # documentation only
     return {
         "spec": {**asdict(spec), "options": spec.options_dict},
         "profile": profile,
         "task_config": _task_config(spec),
-        "data": _data_identity(spec, ctx),
         "feature_version": FEATURE_VERSION,
         "results_version": RESULTS_VERSION,
     }
@@ -280,6 +289,34 @@ def run_dir(spec: RunSpec, results_dir=None, ctx: RunContext | None = None, *, d
     model = spec.model + "".join(f"-{_slug(k)}={_slug(_fmt(v))}" for k, v in spec.options)
     name = f"{protocol_slug(spec.protocol)}-{spec.profile}-seed{spec.seed}-{run_hash(spec, ctx)[:8]}"
     return results_root(results_dir) / spec.task / universe_slug(spec.universe) / _slug(model, 120) / name
+
+
+def find_finished(spec: RunSpec, results_dir=None) -> Path | None:
+    """The finished run of ``spec`` found from the run records alone, with no data at hand: the run
+    directory whose ``run.json`` has this spec and the identity of the current code (profile, task
+    settings, feature and results versions), whatever data it was run on; None when there is none.
+
+    Without data the data hash cannot be checked, so several matching runs (the same spec on different
+    data) are an error naming them: give the data then (:func:`run_dir` checks the hash)."""
+    folder = results_root(results_dir) / spec.task / universe_slug(spec.universe)
+    model = spec.model + "".join(f"-{_slug(k)}={_slug(_fmt(v))}" for k, v in spec.options)
+    folder = folder / _slug(model, 120)
+    if not folder.is_dir():
+        return None
+    want = _canonical(code_identity(spec))
+    found = []
+    for path in sorted(folder.glob(f"{protocol_slug(spec.protocol)}-{spec.profile}-seed{spec.seed}-*/run.json")):
+        try:
+            ident = json.loads(path.read_text()).get("identity") or {}
+        except (OSError, ValueError):
+            continue
+        ident = {k: v for k, v in ident.items() if k != "data"}
+        if _canonical(ident) == want:
+            found.append(path.parent)
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} finished runs of {spec} on different data ({', '.join(p.name for p in found)}); "
+                         "give the data directory to pick the one whose data hash matches")
+    return found[0] if found else None
 
 
 def is_finished(path: str | os.PathLike) -> bool:

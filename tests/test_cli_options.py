@@ -111,3 +111,29 @@ def test_an_index_file_can_be_the_benchmark(universe, tmp_path, capsys):
     rc = runner.main(_args(universe, tmp_path, "--model", "market", "--split", SPLIT, "--option",
                            "benchmark=nowhere.csv", "--dry-run"))
     assert rc == 2 and "benchmark must be equal_weight" in capsys.readouterr().err
+
+
+def test_finished_runs_are_found_from_their_records_without_data(universe, tmp_path, capsys):
+    assert runner.main(_args(universe, tmp_path, "--model", "market", "--split", SPLIT)) == 0
+    capsys.readouterr()
+    spec = runner.RunSpec("portfolio", str(universe), "market", SPLIT, "smoke")
+    (path, _), = runner.finished_runs(tmp_path)
+    moved = universe.with_name("moved.csv")
+    universe.rename(moved)                                   # no data at hand now
+    try:
+        assert runner.find_finished(spec, tmp_path) == path
+        assert runner.find_finished(runner.RunSpec("portfolio", str(universe), "market", SPLIT, "smoke", 1),
+                                    tmp_path) is None    # another seed: not run
+        assert runner.find_finished(runner.RunSpec("portfolio", str(universe), "market", "clean", "smoke"),
+                                    tmp_path) is None
+    finally:
+        moved.rename(universe)
+
+
+def test_every_committed_run_is_found_without_data():
+    """`make book` with no data directory finds the committed runs from their run.json records."""
+    runs = runner.finished_runs(runner.results_root())
+    if not runs:
+        pytest.skip("no committed results")
+    missing = [str(p) for p, rec in runs if runner.find_finished(runner._spec_of(rec)) != p]
+    assert not missing, missing[:5]
