@@ -255,8 +255,9 @@ def find_universe(universe: str | os.PathLike, data_dir=None) -> tuple[str, Path
         return "sample", None
     path = Path(text).expanduser()
     if path.suffix.lower() in (".parquet", ".pq", ".csv") or path.exists() or "/" in text:
+        path = config.user_path(text)
         if not path.is_file():
-            raise DataError(f"universe file {text!r} does not exist (resolved {str(path.resolve())!r})")
+            raise DataError(f"universe file {text!r} does not exist (resolved {str(path)!r})")
         return "file", path
     found = _named_file(text, data_dir)
     if found is not None:

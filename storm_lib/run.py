@@ -319,6 +319,25 @@ def find_finished(spec: RunSpec, results_dir=None) -> Path | None:
     return found[0] if found else None
 
 
+def has_data(universe: str, data_dir=None) -> bool:
+    """Whether ``universe``'s prices can be read here (the data directory, the cache, a file, the sample)."""
+    try:
+        kind, _ = data_mod.find_universe(universe, data_dir)
+        if kind == "paper":
+            data_mod._locate(f"{universe}.parquet", universe, data_dir)
+        return True
+    except (data_mod.DataError, FileNotFoundError):
+        return False
+
+
+def locate_run(spec: RunSpec, results_dir=None, ctx: RunContext | None = None, with_data: bool = True) -> Path | None:
+    """The run directory of ``spec``: :func:`run_dir` (hash checked against the data) ``with_data``, else
+    :func:`find_finished` from the run records (None when no finished run matches)."""
+    if with_data:
+        return run_dir(spec, results_dir, ctx)
+    return find_finished(spec, results_dir)
+
+
 def is_finished(path: str | os.PathLike) -> bool:
     return (Path(path) / "run.json").is_file()
 
