@@ -40,7 +40,7 @@ def test_table2_notebook_on_a_price_file_with_its_own_split(tmp_path, monkeypatc
                         profile="smoke", results_dir=str(tmp_path / "results")))
     book = json.loads(out.read_text())
     text = _text(book)
-    assert "benchmark: equal-weight buy-and-hold of its stocks" in text
+    assert "benchmark: equal-weight buy-and-hold of its stocks" in text and "Market Index row: the equal-weight" in text
     assert f"split dates: {SPLIT}" in text
     assert "OURS ONLY" in text and "no paper number" in text
     assert "**eight**" in text or "eight, test split" in text

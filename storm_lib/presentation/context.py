@@ -462,6 +462,10 @@ def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
               "(data hashes as recorded, not checked)")
     if p["protocol"] not in PROTOCOLS:
         print(f"split dates: {p['protocol']}")
+    else:  # the dates this notebook evaluates, whatever its text says about the paper's
+        proto = get_protocol(p["protocol"])
+        print(f"protocol {proto.name}: " + ", ".join(
+            f"{s} {getattr(proto, s)[0]:%Y-%m-%d}..{getattr(proto, s)[1]:%Y-%m-%d}" for s in ("train", "valid", "test")))
     if p["protocol"] == "sample":
         print("embedded sample / sample protocol: OUR NUMBERS ONLY, the paper has none to compare with")
     for note in notes:

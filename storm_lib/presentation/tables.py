@@ -58,7 +58,8 @@ def comparison(m: pd.DataFrame, table: str, dataset: str, convention: str | None
     name = data_mod.universe_label(dataset) if table != "trading" else dataset  # a price file: its stem
     return table_.style.set_table_styles(TABLE_CSS, overwrite=False).set_caption(f"{name}, {split} split{', convention ' + convention if convention else ''}"
                                     ": OURS ONLY (mean ± std over seeds) — no paper number: the paper has none for "
-                                    "this data / protocol")
+                                    "this data / protocol" + ("; Market Index row: the equal-weight buy-and-hold of "
+                                    "its stocks (no index)" if table != "trading" and dataset not in data_mod.MARKET_INDEX else ""))
 
 
 def _table_rows(m: pd.DataFrame, table: str, dataset: str, split: str, convention, metrics, where: dict):
