@@ -185,7 +185,11 @@ def uncertainty(ctx: Context, plan: pd.DataFrame, m: pd.DataFrame, costs: bool =
         if "storm" in models:
             display(Markdown("**Paired tests, STORM − best baseline**\n\n"
                              + paired_text(paired_tests(plan, m, u, "storm", models, n=n))))
-        if costs:
+        if costs and u in getattr(ctx, "no_data", ()):
+            display(Markdown(f"Cost curves re-run TopK-Drop on the saved scores with the {ctx.label(u)} prices, "
+                             "which are not at hand in this build (set STORM_DATA_DIR); every other number "
+                             "on this page comes from the committed results."))
+        elif costs:
             curves = cost_curves(plan, u, [x for x in models if x != "market"], cache=ctx.cache,
                                  data_dir=ctx.data_dir)
             if curves.empty:
