@@ -18,7 +18,9 @@ options** (:data:`TASK_OPTIONS`), split off before the rest goes to the model (:
 ``topk_variant`` (``"official"``: TopK-Drop's daily return is the sum of the k returns),
 ``sample_predictions`` (``true``: one seeded draw of the predictive distribution instead of its mean),
 ``feature_set`` (e.g. ``"official152"``) and ``normalization`` (e.g. ``"prev_block"``); see
-:func:`task_settings`. Every other option is a model option (for STORM, ``StormConfig`` fields such as
+:func:`task_settings`. ``benchmark`` (``equal_weight``, an index ticker or a price file) replaces the
+universe's market index; a universe without one (a user's price file) uses the equal-weight buy-and-hold of
+its stocks by default (:func:`benchmark_of`), recorded in ``run.json`` under ``info.benchmark``. Every other option is a model option (for STORM, ``StormConfig`` fields such as
 ``prior_across_batch`` go to ``model={...}``). :data:`CONFIG`, hashed into every run's identity, is the
 same with or without options: the runner hashes the options themselves, so a run with options gets its
 own directory and a run without any keeps its identity and outputs.
@@ -67,15 +69,16 @@ def task_settings(model: str, options: dict) -> dict:
     the SUM of the k returns, official-code.md §10.8), ``sample_predictions`` (bool: score with one seeded
     draw of the model's predictive distribution instead of its mean, §10.13; models in
     :data:`SAMPLING_MODELS` only), ``feature_set`` (``auto``, ``alpha158``, ``alpha158_close``,
-    ``official152``: the official features, §1) and ``normalization`` (a :data:`storm_lib.panel.NORMALIZATIONS`
-    entry; ``prev_block`` is the official scaler).
+    ``official152``: the official features, §1), ``normalization`` (a :data:`storm_lib.panel.NORMALIZATIONS`
+    entry; ``prev_block`` is the official scaler) and ``benchmark`` (:func:`check_benchmark`; the key is
+    present only when given).
     """
     from ..features import FEATURE_SETS
     from ..panel import NORMALIZATIONS
 
     task, _ = split_options(options)
-    out = {**CONFIG, "sample_predictions": False, "benchmark": None}
-    if "benchmark" in task:
+    out = {**CONFIG, "sample_predictions": False}
+    if "benchmark" in task:  # only when given: other runs' settings stay as they were
         out["benchmark"] = check_benchmark(task.pop("benchmark"))
     if task and model == MARKET:
         raise ValueError(f"the market index row takes no task options but benchmark, got {sorted(task)}")
@@ -234,13 +237,13 @@ def run(spec, ctx: RunContext) -> RunOutput:
                   "feature_set": resolve_feature_set(ctx.prices(spec.universe), cfg["feature_set"], warn=False),
                   "n_features": len(panel.names), "n_stocks": len(panel.tickers),
                   "index": index_name}
-    if index is None or cfg["benchmark"] is not None:
+    if index is None or cfg.get("benchmark") is not None:
         info["benchmark"] = {"kind": "equal_weight" if index is None else "index", "name": index_name,
-                             "source": cfg["benchmark"] or "default for a universe without a market index"}
+                             "source": cfg.get("benchmark") or "default for a universe without a market index"}
     task_options, _ = split_options(dict(spec.options))
     if task_options:
         info["task_settings"] = {k: cfg[k] for k in ("variant", "sample_predictions", "feature_set",
-                                                      "normalization", "benchmark")}
+                                                      "normalization", "benchmark") if k in cfg}
 
     model = None
     if spec.model != MARKET:
