@@ -168,3 +168,21 @@ def test_lightgbm_writes_its_run_dir(tmp_path):
     again = make_model("lightgbm", profile="smoke", progress=False).load(tmp_path / "lgb" / "model.txt")
     t = panel.split(proto, "test")
     np.testing.assert_allclose(again.predict_array(panel, t), model.predict_array(panel, t), rtol=1e-6)
+
+
+def test_relative_paths_are_read_as_typed_even_under_papermill_cwd_notebooks(tmp_path, monkeypatch):
+    """papermill --cwd notebooks (make book) must not break a relative STORM_DATA_DIR or universe file."""
+    from pathlib import Path
+
+    from storm_lib import config
+
+    repo = Path(config.__file__).resolve().parent.parent
+    monkeypatch.chdir(repo / "notebooks")
+    assert config.user_path("tools") == repo / "tools"              # not in notebooks/: from the root
+    assert config.user_path("../tools") == repo / "tools"           # as typed from notebooks/
+    assert config.user_path(tmp_path) == tmp_path
+    monkeypatch.setenv("STORM_DATA_DIR", "tools")
+    assert config.data_dir() == repo / "tools"
+    monkeypatch.setenv("STORM_DATA_DIR", "no/such/dir")
+    with pytest.raises(FileNotFoundError, match="working directory .*notebooks"):
+        config.data_dir()
