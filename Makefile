@@ -76,8 +76,8 @@ book/notebooks/%.ipynb: notebooks/%.ipynb book/_generated/params $(BOOK_DEPS) | 
 	  $< $@ $(BOOK_PARAMS)
 
 SMOKE_PARAMS ?= -p profile smoke -p universes dj30 -p seeds 0 -p results_dir $(CURDIR)/out/book-results
-book-smoke:
-	$(MAKE) book BOOK_PARAMS="$(SMOKE_PARAMS)"
+book-smoke: BOOK_PARAMS = $(SMOKE_PARAMS)
+book-smoke: book
 
 book-clean:
 	rm -rf book/_build book/_generated book/notebooks
