@@ -5,7 +5,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean book book-pages book-clean FORCE
+.PHONY: setup demo test bench clean book book-smoke book-pages book-clean FORCE
+
+## papermill runs the notebooks with --cwd notebooks: a relative data directory is made absolute here
+## (relative to where make runs, the repository root), so `STORM_DATA_DIR=../shared/data make book` works.
+ifneq ($(strip $(STORM_DATA_DIR)),)
+export STORM_DATA_DIR := $(abspath $(STORM_DATA_DIR))
+endif
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +44,9 @@ clean:
 	rm -rf $(VENV) .pytest_cache out book/_build book/_generated book/notebooks
 
 ## The Jupyter Book (book/): execute every notebooks/*.ipynb with papermill into book/notebooks/
-## (parameters: BOOK_PARAMS; the default builds the site from the committed results/ and runs nothing;
-## CI uses BOOK_PARAMS="-p profile smoke -p universes dj30 -p results_dir ..."), write the generated
+## (parameters: BOOK_PARAMS; the default builds the site from the committed results/ and runs nothing,
+## with or without a data directory; `make book-smoke` runs every notebook at the smoke profile on DJ30
+## with its runs in out/book-results, never in the committed results/), write the generated
 ## includes (verdict table from results/), then build offline with any warning failing the build.
 ## A notebook is re-executed when it, storm_lib, results/ or BOOK_PARAMS changed.
 BOOK_PARAMS ?= -p run_missing False
@@ -67,6 +74,10 @@ book/notebooks/%.ipynb: notebooks/%.ipynb book/_generated/params $(BOOK_DEPS) | 
 	@mkdir -p $(@D)
 	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/papermill --kernel python3 --cwd notebooks --no-progress-bar \
 	  $< $@ $(BOOK_PARAMS)
+
+SMOKE_PARAMS ?= -p profile smoke -p universes dj30 -p seeds 0 -p results_dir $(CURDIR)/out/book-results
+book-smoke: BOOK_PARAMS = $(SMOKE_PARAMS)
+book-smoke: book
 
 book-clean:
 	rm -rf book/_build book/_generated book/notebooks

@@ -18,7 +18,15 @@ Where prices come from (:func:`load_prices`), in this order and never silently m
 
 ``load_prices("sample")`` is the embedded real sample, fully offline: 20 large S&P 500 stocks,
 daily adjusted close 1990-01-02..2022-12-28, shipped inside the ``skfolio`` wheel (close only).
-Any parquet or CSV file in the schema above works too: ``load_prices("my_prices.parquet")``.
+Any parquet or CSV file in the schema above works too: ``load_prices("my_prices.parquet")``, and so
+does a name found in the data directory (``load_prices("nasdaq")`` reads ``$STORM_DATA_DIR/nasdaq.parquet``
+or ``nasdaq.csv``; such a universe is the file's tickers, no list is imposed). :func:`find_universe` says
+which of these a universe string is, without loading it.
+
+Data quality (:func:`quality_report`, run by :func:`load_prices`): stale placeholder bars (volume 0 and
+open = high = low = close = the previous close) and extreme daily returns of ``adj_close`` (|r| >
+:data:`EXTREME_RETURN`) are reported with a :class:`DataQualityWarning` naming tickers and dates; the
+data are never altered.
 
 The universes ``dj30`` (29 tickers) and ``sp500`` (408 tickers) are the authors' lists
 (DVampire/Storm ``configs/_asset_list_``, MIT), copied in ``storm_lib/universes.json``. They are
@@ -54,8 +62,17 @@ MARKET_INDEX = {"dj30": "^DJI", "sp500": "SPY", SAMPLE: "SP500"}
 INDEX_TICKERS = ("^DJI", "^GSPC", "SPY")
 
 
+#: |daily adj_close return| above which :func:`quality_report` flags a day (a 25 % move in one session is
+#: rare for a large-cap stock and often a data artefact: a spin-off or split not in the adjustment).
+EXTREME_RETURN = 0.25
+
+
 class DataError(ValueError):
     """Bad or missing price data. The message names the problem and the rows or tickers involved."""
+
+
+class DataQualityWarning(UserWarning):
+    """Suspicious but valid price data (stale placeholder bars, extreme returns); the data are unchanged."""
 
 
 def _how_to_get_data(what: str) -> str:
@@ -213,6 +230,58 @@ def _locate(filename: str, what: str, data_dir) -> Path:
     raise DataError(_how_to_get_data(what))
 
 
+def _named_file(name: str, data_dir) -> Path | None:
+    """``<name>.parquet`` / ``<name>.csv`` in the data directory (else the cache), or None."""
+    try:
+        directory = config.data_dir(data_dir)
+    except FileNotFoundError:
+        directory = None
+    for folder in ([directory] if directory is not None else []) + [config.cache_dir("prices")]:
+        for ext in (".parquet", ".csv"):
+            if (folder / f"{name}{ext}").is_file():
+                return folder / f"{name}{ext}"
+    return None
+
+
+def find_universe(universe: str | os.PathLike, data_dir=None) -> tuple[str, Path | None]:
+    """What a universe string is, without loading it: ``("paper", None)`` for ``dj30`` / ``sp500`` (the
+    authors' lists), ``("sample", None)``, ``("file", path)`` for a parquet/CSV path, ``("named", path)``
+    for a name with ``<name>.parquet`` or ``.csv`` in the data directory or the cache. Raises
+    :class:`DataError` naming every way to give a universe otherwise."""
+    text = str(universe)
+    if text in UNIVERSES:
+        return "paper", None
+    if text == SAMPLE:
+        return "sample", None
+    path = Path(text).expanduser()
+    if path.suffix.lower() in (".parquet", ".pq", ".csv") or path.exists() or "/" in text:
+        path = config.user_path(text)
+        if not path.is_file():
+            raise DataError(f"universe file {text!r} does not exist (resolved {str(path)!r})")
+        return "file", path
+    found = _named_file(text, data_dir)
+    if found is not None:
+        return "named", found
+    raise DataError(
+        f"unknown universe {text!r}: use {', '.join(UNIVERSES)} (the paper's), {SAMPLE!r} (embedded), a path "
+        f"to a .parquet/.csv price file in the schema {SCHEMA}, or a name with <name>.parquet / <name>.csv "
+        f"in the data directory (${config.DATA_ENV} or data_dir=)")
+
+
+def universe_label(universe: str | os.PathLike) -> str:
+    """A short name for tables and directories: the file's stem for a path, else the universe itself."""
+    text = str(universe)
+    if text in UNIVERSES or text == SAMPLE:
+        return text
+    path = Path(text)
+    return path.stem if path.suffix else path.name
+
+
+def has_paper_numbers(universe: str) -> bool:
+    """Whether the paper printed numbers for ``universe`` (only ``dj30`` and ``sp500``)."""
+    return str(universe) in UNIVERSES
+
+
 def load_sample() -> pd.DataFrame:
     """The embedded real sample: skfolio's 20 S&P 500 stocks, adjusted close, 1990-01-02..2022-12-28.
 
@@ -258,13 +327,9 @@ def load_prices(
         if absent:
             raise DataError(f"{path}: {len(absent)} ticker(s) of universe {name!r} missing: {absent[:20]}")
         raw = raw[raw["ticker"].astype(str).isin(expected)]
-    elif Path(source).suffix or Path(source).exists():
-        name, raw = str(source), read_price_file(source)
     else:
-        raise DataError(
-            f"unknown source {str(source)!r}: use one of {', '.join(UNIVERSES)}, {SAMPLE!r}, "
-            "a path to a .parquet/.csv file, or a DataFrame"
-        )
+        _, path = find_universe(source, data_dir)
+        name, raw = str(source), read_price_file(path)
 
     if tickers is not None:
         tickers = [str(t) for t in tickers]
@@ -275,7 +340,45 @@ def load_prices(
         raw = raw[raw["ticker"].astype(str).isin(tickers)]
 
     df = validate_prices(raw, name)
-    return clip_dates(df, start, end, name)
+    df = clip_dates(df, start, end, name)
+    warn_quality(df, name)
+    return df
+
+
+def quality_report(df: pd.DataFrame, extreme: float = EXTREME_RETURN) -> pd.DataFrame:
+    """Suspicious rows of a validated long price frame, one row per (date, ticker, issue): columns
+    ``date, ticker, issue, value``. Issues: ``stale_bar`` (volume 0 and open = high = low = close = the
+    previous close: a placeholder, not a trading day; value = close) and ``extreme_return`` (|adj_close
+    return from the previous session| > ``extreme``; value = the return). Nothing is altered."""
+    df = df.sort_values(["ticker", "date"], kind="stable")
+    prev_close = df.groupby("ticker", sort=False)["close"].shift(1)
+    prev_adj = df.groupby("ticker", sort=False)["adj_close"].shift(1)
+    flat = (df["open"] == df["close"]) & (df["high"] == df["close"]) & (df["low"] == df["close"])
+    stale = (df["volume"] == 0) & flat & (df["close"] == prev_close)
+    ret = df["adj_close"] / prev_adj - 1.0
+    wild = ret.abs() > extreme
+    cols = ["date", "ticker", "issue", "value"]
+    parts = [df.loc[stale, ["date", "ticker"]].assign(issue="stale_bar", value=df.loc[stale, "close"]),
+             df.loc[wild, ["date", "ticker"]].assign(issue="extreme_return", value=ret[wild])]
+    out = pd.concat([p[cols] for p in parts], ignore_index=True)
+    return out.sort_values(["issue", "date", "ticker"], kind="stable").reset_index(drop=True)
+
+
+def warn_quality(df: pd.DataFrame, name: str = "prices", extreme: float = EXTREME_RETURN) -> pd.DataFrame:
+    """:func:`quality_report` of ``df``, and a :class:`DataQualityWarning` per kind of issue found
+    (count, tickers, first dates). Returns the report."""
+    import warnings
+
+    rep = quality_report(df, extreme)
+    for issue, rows in rep.groupby("issue", sort=True):
+        what = ("stale placeholder bar(s) (volume 0, open = high = low = close = previous close)"
+                if issue == "stale_bar" else f"daily adj_close return(s) beyond +-{extreme:.0%}")
+        listed = ", ".join(f"{t} {d:%Y-%m-%d}" + (f" ({v:+.1%})" if issue == "extreme_return" else "")
+                           for d, t, v in zip(rows["date"], rows["ticker"], rows["value"]))
+        shown = listed if len(rows) <= 8 else ", ".join(listed.split(", ")[:8]) + ", ..."
+        warnings.warn(f"{name}: {len(rows)} {what} in {rows['ticker'].nunique()} ticker(s): {shown}. "
+                      "Kept as is (storm_lib.data.quality_report lists them all).", DataQualityWarning, stacklevel=3)
+    return rep
 
 
 def clip_dates(df: pd.DataFrame, start=None, end=None, name: str = "prices") -> pd.DataFrame:
@@ -322,10 +425,35 @@ def load_index(
 
 
 def market_index(universe: str, data_dir=None) -> pd.Series:
-    """The benchmark price series of a universe (see :data:`MARKET_INDEX`)."""
+    """The benchmark price series of a universe (see :data:`MARKET_INDEX`). Other universes have none:
+    their runs use the equal-weight buy-and-hold of their stocks (``storm_lib.portfolio.equal_weight_buy_and_hold``)
+    unless an index is given (:func:`load_index_file`, the run option ``benchmark=``)."""
     if universe not in MARKET_INDEX:
-        raise DataError(f"no market index defined for {universe!r}; pass load_index(ticker) yourself")
+        raise DataError(f"no market index defined for {universe!r}; pass load_index(ticker) or an index file")
     return load_index(MARKET_INDEX[universe], data_dir=data_dir)
+
+
+def load_index_file(path: str | os.PathLike, field: str = "adj_close") -> pd.Series:
+    """A benchmark price series from a parquet/CSV file: columns ``date`` and ``field`` (default
+    ``adj_close``; else ``close``, else the file's only other column). One series per file: a ``ticker``
+    column, if present, must hold one value. Named after the file's stem."""
+    df = read_price_file(path)
+    if "date" not in df.columns:
+        raise DataError(f"index file {str(path)!r}: no 'date' column (columns: {list(df.columns)})")
+    if "ticker" in df.columns and df["ticker"].nunique() > 1:
+        raise DataError(f"index file {str(path)!r}: {df['ticker'].nunique()} tickers; give one series")
+    others = [c for c in df.columns if c not in ("date", "ticker")]
+    col = next((c for c in (field, "close") if c in df.columns), others[0] if len(others) == 1 else None)
+    if col is None:
+        raise DataError(f"index file {str(path)!r}: no {field!r} or 'close' column among {others}")
+    s = pd.Series(pd.to_numeric(df[col], errors="coerce").to_numpy(), name=Path(path).stem,
+                  index=pd.DatetimeIndex(pd.to_datetime(df["date"])).astype("datetime64[ns]").rename("date"))
+    s = s.sort_index()
+    if s.index.has_duplicates:
+        raise DataError(f"index file {str(path)!r}: duplicated dates")
+    if s.isna().any() or (s <= 0).any():
+        raise DataError(f"index file {str(path)!r}: NaN or non-positive values in {col!r}")
+    return s
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,8 +34,11 @@ renormalised. Missing inputs (before listing, warm-up) are 0 after normalisation
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -52,22 +55,55 @@ SPLITS = ("train", "valid", "test")
 # ----------------------------------------------------------------------------------------------
 
 
+#: A split may end up to this many weekdays after the data's last session without counting as cut
+#: short by the data (holidays such as Good Friday; ``clean`` ends on Sunday 2024-03-31, the data on
+#: Thursday 2024-03-28).
+SHORT_TOLERANCE_DAYS = 3
+_SPLIT_RE = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})\s*:\s*(\d{4}-\d{2}-\d{2})\s*$")
+
+
+class ProtocolNote(UserWarning):
+    """A protocol was adapted to the data (a train start clipped to the warm-up, a span cut short by the
+    data that the protocol accepts). Shown once per message."""
+
+
 @dataclass(frozen=True)
 class Protocol:
-    """Date ranges (inclusive) of the train, validation and test splits."""
+    """Date ranges (inclusive) of the train, validation and test splits.
+
+    ``Protocol(name, train=(start, end), valid=(start, end), test=(start, end), note="", allow_short=False)``.
+    Checked on construction: every split starts before it ends, the splits do not overlap and come in
+    the order train, valid, test (``valid == test`` is allowed: the official ``paper`` protocol). On a
+    panel (:meth:`Panel.split`): a day belongs to a split only if its label is realised inside it; a train
+    start inside the warm-up (before the first full window) is clipped with a printed note; a split that
+    the data cut short (it ends more than :data:`SHORT_TOLERANCE_DAYS` weekdays after the last session) is
+    an error unless ``allow_short`` (then a note says so). Build one from text with :meth:`parse`
+    (``train=2000-04-03:2005-12-30,valid=2006-01-03:2006-12-29,test=2007-01-03:2008-03-28``).
+    """
 
     name: str
     train: tuple[pd.Timestamp, pd.Timestamp]
     valid: tuple[pd.Timestamp, pd.Timestamp]
     test: tuple[pd.Timestamp, pd.Timestamp]
     note: str = ""
+    allow_short: bool = False
 
     def __post_init__(self):
         for s in SPLITS:
-            lo, hi = (pd.Timestamp(x) for x in getattr(self, s))
+            try:
+                lo, hi = (pd.Timestamp(x) for x in getattr(self, s))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"protocol {self.name!r}: {s} must be two dates (start, end): {exc}") from None
             if lo > hi:
-                raise ValueError(f"protocol {self.name!r}: {s} starts after it ends")
+                raise ValueError(f"protocol {self.name!r}: {s} starts {lo:%Y-%m-%d}, after it ends {hi:%Y-%m-%d}")
             object.__setattr__(self, s, (lo, hi))
+        object.__setattr__(self, "allow_short", bool(self.allow_short))
+        if self.train[1] >= self.valid[0]:
+            raise ValueError(f"protocol {self.name!r}: train (to {self.train[1]:%Y-%m-%d}) must end before "
+                             f"valid starts ({self.valid[0]:%Y-%m-%d})")
+        if self.valid != self.test and self.valid[1] >= self.test[0]:
+            raise ValueError(f"protocol {self.name!r}: valid (to {self.valid[1]:%Y-%m-%d}) must end before "
+                             f"test starts ({self.test[0]:%Y-%m-%d}), or equal test (the official protocol)")
 
     @property
     def valid_is_test(self) -> bool:
@@ -78,6 +114,64 @@ class Protocol:
         lo = min(getattr(self, s)[0] for s in SPLITS)
         hi = max(getattr(self, s)[1] for s in SPLITS)
         return lo, hi
+
+    def text(self) -> str:
+        """The canonical one-line form :meth:`parse` reads back (the protocol of a run spec)."""
+        parts = [f"{s}={getattr(self, s)[0]:%Y-%m-%d}:{getattr(self, s)[1]:%Y-%m-%d}" for s in SPLITS]
+        return ",".join(parts + (["allow_short=true"] if self.allow_short else []))
+
+    @classmethod
+    def parse(cls, text: str, allow_short: bool | None = None, name: str | None = None) -> "Protocol":
+        """A protocol from ``train=START:END,valid=START:END,test=START:END[,allow_short=true]`` (dates
+        ``YYYY-MM-DD``, inclusive; commas or newlines between items), or from a file holding that text or
+        a JSON object ``{"train": [start, end], "valid": [...], "test": [...], "allow_short": false}``.
+        ``allow_short`` given here overrides the text's. The name is the canonical text (:meth:`text`)."""
+        source = str(text)
+        path = Path(source).expanduser()
+        if "=" not in source and path.is_file():
+            source = path.read_text()
+        fields_: dict = {}
+        body = source.strip()
+        if body.startswith("{"):
+            try:
+                obj = json.loads(body)
+            except ValueError as exc:
+                raise ValueError(f"split file {text!r}: not valid JSON ({exc})") from None
+            for key, value in obj.items():
+                if key in SPLITS:
+                    if not isinstance(value, (list, tuple)) or len(value) != 2:
+                        raise ValueError(f"split {key!r} must be [start, end], got {value!r}")
+                    fields_[key] = tuple(value)
+                elif key == "allow_short":
+                    fields_[key] = bool(value)
+                else:
+                    raise ValueError(f"unknown split key {key!r}; use train, valid, test, allow_short")
+        else:
+            for item in filter(None, (x.strip() for x in re.split(r"[,\n;]", body))):
+                key, sep, value = item.partition("=")
+                key = key.strip()
+                if not sep:
+                    raise ValueError(f"split item {item!r} is not KEY=VALUE; expected e.g. "
+                                     "train=2000-04-03:2005-12-30,valid=2006-01-03:2006-12-29,test=2007-01-03:2008-03-28")
+                if key in SPLITS:
+                    m = _SPLIT_RE.match(value)
+                    if not m:
+                        raise ValueError(f"split {key!r}: expected START:END as YYYY-MM-DD:YYYY-MM-DD, got {value!r}")
+                    fields_[key] = (m.group(1), m.group(2))
+                elif key == "allow_short":
+                    if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(f"allow_short must be true or false, got {value!r}")
+                    fields_[key] = value.strip().lower() in ("true", "1", "yes")
+                else:
+                    raise ValueError(f"unknown split key {key!r}; use train, valid, test, allow_short")
+        missing = [s for s in SPLITS if s not in fields_]
+        if missing:
+            raise ValueError(f"split {text!r} lacks {', '.join(missing)}; give train=START:END,valid=...,test=...")
+        if allow_short is not None:
+            fields_["allow_short"] = bool(allow_short)
+        proto = cls("custom", fields_["train"], fields_["valid"], fields_["test"], "given by the user",
+                    fields_.get("allow_short", False))
+        return replace(proto, name=name or proto.text())
 
 
 def _p(name, train, valid, test, note):
@@ -101,13 +195,23 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+def is_split_text(protocol) -> bool:
+    """Whether ``protocol`` is split dates (text with ``=`` or a file) rather than a protocol name."""
+    return isinstance(protocol, str) and protocol not in PROTOCOLS and (
+        "=" in protocol or Path(protocol).expanduser().is_file())
+
+
 def get_protocol(protocol: str | Protocol) -> Protocol:
+    """A :class:`Protocol` from itself, a name of :data:`PROTOCOLS`, or split dates (:meth:`Protocol.parse`:
+    ``train=START:END,valid=START:END,test=START:END`` or a file holding them)."""
     if isinstance(protocol, Protocol):
         return protocol
-    try:
+    if protocol in PROTOCOLS:
         return PROTOCOLS[protocol]
-    except KeyError:
-        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}") from None
+    if is_split_text(protocol):
+        return Protocol.parse(protocol)
+    raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}, or split dates "
+                     "train=START:END,valid=START:END,test=START:END (or a file holding them)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,6 +272,61 @@ def prev_block(x: np.ndarray, first_row: np.ndarray, block: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------------------------
+
+
+def split_indices(dates: pd.DatetimeIndex, window: int, protocol: str | Protocol, name: str) -> np.ndarray:
+    """Indices t into ``dates`` of the days in split ``name`` of ``protocol`` (:meth:`Panel.split`; the
+    runner calls it on the price calendar to check a protocol before anything runs): start <= date_t <= end, the label
+    realised by the split end (date_{t+1} <= end), and a full window of W days in the panel.
+
+    A train start inside the warm-up (before the first full window) is clipped to it with a
+    :class:`ProtocolNote`; a validation or test start there is an error. A split that ends more than
+    :data:`SHORT_TOLERANCE_DAYS` weekdays after the data's last session is cut short by the data: an
+    error unless ``protocol.allow_short`` (then a note says where it ends)."""
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; use one of {SPLITS}")
+    proto = get_protocol(protocol)
+    lo, hi = getattr(proto, name)
+    dates = pd.DatetimeIndex(dates)
+    if len(dates) < window:
+        raise data_mod.DataError(f"panel shorter than one window ({window} days)")
+    first_ok, last = dates[window - 1], dates[-1]
+    if lo > last:
+        raise data_mod.DataError(
+            f"{proto.name}/{name} starts {lo:%Y-%m-%d}, after the data end ({last:%Y-%m-%d}); "
+            "give split dates inside the data (--split train=START:END,valid=...,test=...)")
+    if lo < first_ok:
+        if name != "train":
+            raise data_mod.DataError(
+                f"{proto.name}/{name} starts {lo:%Y-%m-%d}, but the panel's first full {window}-day "
+                f"window ends {first_ok:%Y-%m-%d} (data from {dates[0]:%Y-%m-%d})")
+        if hi < first_ok:
+            raise data_mod.DataError(
+                f"{proto.name}/train ends {hi:%Y-%m-%d}, before the panel's first full {window}-day "
+                f"window ({first_ok:%Y-%m-%d}; data from {dates[0]:%Y-%m-%d})")
+        warnings.warn(f"protocol {proto.name}: train start {lo:%Y-%m-%d} lies in the {window}-day "
+                      f"warm-up of data from {dates[0]:%Y-%m-%d}; clipped to {first_ok:%Y-%m-%d}",
+                      ProtocolNote, stacklevel=3)
+    missing = int(np.busday_count((last + pd.Timedelta(days=1)).date(), (hi + pd.Timedelta(days=1)).date())) \
+        if hi > last else 0
+    if missing > SHORT_TOLERANCE_DAYS:
+        msg = (f"{proto.name}/{name} ends {hi:%Y-%m-%d}, but the data end {last:%Y-%m-%d} "
+               f"({missing} weekdays short)")
+        if not proto.allow_short:
+            raise data_mod.DataError(msg + ": the split would be cut short by the data. Give an end inside "
+                                     "the data, or accept the shorter span (--allow-short / allow_short=true)")
+        warnings.warn(msg + f"; accepted (allow_short): the {name} span is cut short", ProtocolNote, stacklevel=3)
+    d = dates
+    nxt = np.append(d[1:].to_numpy(), np.datetime64("NaT"))
+    in_split = (d >= lo) & (d <= hi) & (pd.DatetimeIndex(nxt) <= hi)
+    in_split &= np.arange(len(d)) >= window - 1
+    return np.flatnonzero(in_split)
+
+
+
+# ----------------------------------------------------------------------------------------------
 # Panel
 # ----------------------------------------------------------------------------------------------
 
@@ -218,7 +377,8 @@ class Panel:
         return cls.from_arrays(
             feats.values, labels.to_numpy(np.float32), feats.observed, feats.dates, list(feats.tickers),
             list(feats.names), window=window, normalization=normalization, clip=clip,
-            min_history=min_history, info={"feature_set": feature_set, "n_raw_features": len(feats.names)},
+            min_history=min_history, info={"feature_set": feats.feature_set, "feature_set_requested": feature_set,
+                                            "n_raw_features": len(feats.names)},
         )
 
     @classmethod
@@ -274,23 +434,10 @@ class Panel:
     # -- splits --------------------------------------------------------------------------------
     def split(self, protocol: str | Protocol, name: str) -> np.ndarray:
         """Indices t of the days in split ``name`` of ``protocol``: start <= date_t <= end, the label
-        realised by the split end (date_{t+1} <= end), and a full window of W days in the panel."""
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; use one of {SPLITS}")
-        proto = get_protocol(protocol)
-        lo, hi = getattr(proto, name)
-        first_ok = self.dates[self.window - 1] if len(self.dates) >= self.window else None
-        if first_ok is None or lo < first_ok or lo > self.dates[-1]:
-            raise data_mod.DataError(
-                f"{proto.name}/{name} starts {lo:%Y-%m-%d}, but the panel's first full {self.window}-day "
-                f"window ends {first_ok:%Y-%m-%d} and its data end {self.dates[-1]:%Y-%m-%d}"
-                if first_ok is not None else f"panel shorter than one window ({self.window} days)"
-            )
-        d = self.dates
-        nxt = np.append(d[1:].to_numpy(), np.datetime64("NaT"))
-        in_split = (d >= lo) & (d <= hi) & (pd.DatetimeIndex(nxt) <= hi)
-        in_split &= np.arange(len(d)) >= self.window - 1
-        return np.flatnonzero(in_split)
+        realised by the split end (date_{t+1} <= end), and a full window of W days in the panel
+        (:func:`split_indices`: a train start in the warm-up is clipped with a note, a split cut short
+        by the data is an error unless the protocol allows it)."""
+        return split_indices(self.dates, self.window, protocol, name)
 
     def splits(self, protocol: str | Protocol) -> dict[str, np.ndarray]:
         return {s: self.split(protocol, s) for s in SPLITS}

@@ -46,7 +46,7 @@ import pandas as pd
 from . import data as data_mod
 from . import executors
 from .features import FEATURE_VERSION
-from .panel import PROTOCOLS
+from .panel import PROTOCOLS, get_protocol, split_indices
 from .profiles import PROFILES, get_profile, profile_identity
 from .tasks import TASKS, RunCache, RunContext, RunOutput
 from .utils import atomic_write
@@ -73,9 +73,9 @@ class RunSpec:
     """One run. ``options`` are model overrides as sorted (key, value) pairs; a dict is accepted."""
 
     task: str          # "portfolio" | "trading" (see storm_lib.tasks.TASKS)
-    universe: str      # "dj30" | "sp500" | "sample"
+    universe: str      # "dj30" | "sp500" | "sample" | a price file (absolute path) | a name in the data dir
     model: str         # portfolio: a storm_lib.models name (MODEL_NAMES) or "market"; see known_models(task)
-    protocol: str = "clean"
+    protocol: str = "clean"  # a name of storm_lib.panel.PROTOCOLS or split dates (Protocol.text())
     profile: str = "cpu"
     seed: int = 0
     options: tuple = ()
@@ -145,23 +145,64 @@ def known_models(task: str) -> tuple[str, ...]:
     return tuple(models)
 
 
-def check_spec(spec: RunSpec) -> None:
-    """Raise ``ValueError`` naming the valid choices when a spec field is unknown."""
-    checks = [("task", spec.task, tuple(TASKS)), ("universe", spec.universe, UNIVERSES)]
-    for what, value, known in checks:
-        if value not in known:
-            raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
-    checks = [("model", spec.model, known_models(spec.task)), ("protocol", spec.protocol, tuple(PROTOCOLS)),
-              ("profile", spec.profile, tuple(PROFILES))]
+def check_spec(spec: RunSpec, data_dir=None) -> None:
+    """Raise ``ValueError`` naming the valid choices when a spec field is unknown, before anything runs:
+    task, universe (a name, the sample, a price file or a name in the data directory), model, protocol
+    (a name or split dates), profile, and every option key of the portfolio task (per model: its
+    :func:`storm_lib.models.option_keys` plus the task options)."""
+    if spec.task not in TASKS:
+        raise ValueError(f"unknown task {spec.task!r}; known: {', '.join(TASKS)}")
+    try:
+        data_mod.find_universe(spec.universe, data_dir)
+    except data_mod.DataError as exc:
+        raise ValueError(str(exc)) from None
+    checks = [("model", spec.model, known_models(spec.task)), ("profile", spec.profile, tuple(PROFILES))]
     for what, value, known in checks:
         if value not in known:
             raise ValueError(f"unknown {what} {value!r} for task {spec.task!r}; known: {', '.join(known)}")
-    if spec.model == MARKET and spec.options:
-        raise ValueError("the market index row takes no model options")
-    if spec.task == "portfolio" and spec.model != MARKET:  # audit options fail here, not mid-grid
-        from .tasks.portfolio import task_settings
+    get_protocol(spec.protocol)  # a name or split dates; raises naming both
+    if spec.task == "portfolio":  # audit and model options fail here, not mid-grid
+        from .tasks.portfolio import RESERVED, TASK_OPTIONS, split_options, task_settings
 
+        if spec.model == MARKET and set(spec.options_dict) - {"benchmark"}:
+            raise ValueError("the market index row takes no options but benchmark=")
         task_settings(spec.model, spec.options_dict)
+        from .models import MODEL_NAMES
+
+        model_options = split_options(spec.options_dict)[1]
+        if spec.model in MODEL_NAMES and model_options:  # return models; pseudo-models check their own
+            _check_model_options(spec.model, model_options, RESERVED, TASK_OPTIONS)
+    elif spec.model == MARKET and spec.options:
+        raise ValueError("the market index row takes no model options")
+
+
+def _check_model_options(model: str, options: dict, reserved, task_options) -> None:
+    """Unknown option keys of ``model`` are an error naming the valid ones (the model's keywords and the
+    portfolio task's options)."""
+    from .models import model_class, option_keys
+
+    valid = option_keys(model) - set(reserved)
+    if model.startswith("storm"):  # network sizes go through model={...} (tasks.portfolio.model_kwargs)
+        valid = (valid - {"model"}) | model_class(model).network_keys()
+    bad = sorted(k for k in options if k not in valid)
+    if bad:
+        if model == "lightgbm":
+            listed = (", ".join(sorted(k for k in valid if k in ("num_boost_round", "early_stopping_rounds",
+                                                                  "label_norm")))
+                      + ", or any LightGBM parameter (learning_rate, num_leaves, ...)")
+        else:
+            listed = ", ".join(sorted(valid))
+        raise ValueError(f"unknown option(s) {bad} for model {model!r}. Valid model options: {listed}; "
+                         f"task options: {', '.join(task_options)}")
+
+
+def check_dates(spec: RunSpec, ctx: RunContext) -> None:
+    """Check the protocol against the universe's price calendar (loads the prices): a split that the
+    data cut short, or that starts before the data allow, fails here, before the run starts."""
+    dates = pd.DatetimeIndex(ctx.prices(spec.universe)["date"].unique())
+    window = get_profile(spec.profile).window
+    for split in ("train", "valid", "test"):
+        split_indices(dates, window, spec.protocol, split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,14 +235,30 @@ def _task_config(spec: RunSpec) -> dict:
 
 def identity(spec: RunSpec, ctx: RunContext) -> dict:
     """Everything the identity hash covers (loads the universe's prices to hash them)."""
+    out = code_identity(spec)
+    out["data"] = _data_identity(spec, ctx)
+    return {k: out[k] for k in ("spec", "profile", "task_config", "data", "feature_version", "results_version")}
+
+
+def code_identity(spec: RunSpec) -> dict:
+    """The identity without the data hashes: what can be checked with no data at hand."""
     return {
         "spec": {**asdict(spec), "options": spec.options_dict},
         "profile": profile_identity(spec.profile),  # no note; new training fields only when set
         "task_config": _task_config(spec),
-        "data": {"prices": ctx.prices_hash(spec.universe), "index": ctx.index_hash(spec.universe)},
         "feature_version": FEATURE_VERSION,
         "results_version": RESULTS_VERSION,
     }
+
+
+def _data_identity(spec: RunSpec, ctx: RunContext) -> dict:
+    """Hashes of the data a run reads: the prices, the market index (``equal_weight`` for a universe
+    without one) and, with a ``benchmark`` option, the series it names."""
+    out = {"prices": ctx.prices_hash(spec.universe), "index": ctx.index_hash(spec.universe)}
+    bench = spec.options_dict.get("benchmark")
+    if bench is not None:
+        out["benchmark"] = ctx.benchmark_hash(str(bench))
+    return out
 
 
 def run_hash(spec: RunSpec, ctx: RunContext) -> str:
@@ -212,12 +269,72 @@ def _slug(text: str, limit: int = 80) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]", "_", text)[:limit]
 
 
+def protocol_slug(protocol: str) -> str:
+    """The protocol's part of a run directory name: its name, or ``split-<sha8>`` for split dates."""
+    if protocol in PROTOCOLS:
+        return protocol
+    return "split-" + hashlib.sha256(str(protocol).encode()).hexdigest()[:8]
+
+
+def universe_slug(universe: str) -> str:
+    """The universe's folder: its name, or a price file's stem (the run hash holds the data hash, so two
+    files of the same stem never share a run directory)."""
+    return _slug(data_mod.universe_label(universe))
+
+
 def run_dir(spec: RunSpec, results_dir=None, ctx: RunContext | None = None, *, data_dir=None) -> Path:
     """Where ``spec``'s run lives (whether or not it is finished)."""
     ctx = ctx or RunContext(data_dir=data_dir, progress=False)
     model = spec.model + "".join(f"-{_slug(k)}={_slug(_fmt(v))}" for k, v in spec.options)
-    name = f"{spec.protocol}-{spec.profile}-seed{spec.seed}-{run_hash(spec, ctx)[:8]}"
-    return results_root(results_dir) / spec.task / spec.universe / _slug(model, 120) / name
+    name = f"{protocol_slug(spec.protocol)}-{spec.profile}-seed{spec.seed}-{run_hash(spec, ctx)[:8]}"
+    return results_root(results_dir) / spec.task / universe_slug(spec.universe) / _slug(model, 120) / name
+
+
+def find_finished(spec: RunSpec, results_dir=None) -> Path | None:
+    """The finished run of ``spec`` found from the run records alone, with no data at hand: the run
+    directory whose ``run.json`` has this spec and the identity of the current code (profile, task
+    settings, feature and results versions), whatever data it was run on; None when there is none.
+
+    Without data the data hash cannot be checked, so several matching runs (the same spec on different
+    data) are an error naming them: give the data then (:func:`run_dir` checks the hash)."""
+    folder = results_root(results_dir) / spec.task / universe_slug(spec.universe)
+    model = spec.model + "".join(f"-{_slug(k)}={_slug(_fmt(v))}" for k, v in spec.options)
+    folder = folder / _slug(model, 120)
+    if not folder.is_dir():
+        return None
+    want = _canonical(code_identity(spec))
+    found = []
+    for path in sorted(folder.glob(f"{protocol_slug(spec.protocol)}-{spec.profile}-seed{spec.seed}-*/run.json")):
+        try:
+            ident = json.loads(path.read_text()).get("identity") or {}
+        except (OSError, ValueError):
+            continue
+        ident = {k: v for k, v in ident.items() if k != "data"}
+        if _canonical(ident) == want:
+            found.append(path.parent)
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} finished runs of {spec} on different data ({', '.join(p.name for p in found)}); "
+                         "give the data directory to pick the one whose data hash matches")
+    return found[0] if found else None
+
+
+def has_data(universe: str, data_dir=None) -> bool:
+    """Whether ``universe``'s prices can be read here (the data directory, the cache, a file, the sample)."""
+    try:
+        kind, _ = data_mod.find_universe(universe, data_dir)
+        if kind == "paper":
+            data_mod._locate(f"{universe}.parquet", universe, data_dir)
+        return True
+    except (data_mod.DataError, FileNotFoundError):
+        return False
+
+
+def locate_run(spec: RunSpec, results_dir=None, ctx: RunContext | None = None, with_data: bool = True) -> Path | None:
+    """The run directory of ``spec``: :func:`run_dir` (hash checked against the data) ``with_data``, else
+    :func:`find_finished` from the run records (None when no finished run matches)."""
+    if with_data:
+        return run_dir(spec, results_dir, ctx)
+    return find_finished(spec, results_dir)
 
 
 def is_finished(path: str | os.PathLike) -> bool:
@@ -350,7 +467,8 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
     t0 = time.perf_counter()
     ctx = RunContext(data_dir=data_dir, cache=cache if cache is not None else RunCache(), progress=progress)
     try:
-        check_spec(spec)
+        check_spec(spec, data_dir)
+        check_dates(spec, ctx)
         final = run_dir(spec, results_dir, ctx)
     except Exception:  # noqa: BLE001 - reported in the summary
         if raise_errors:
@@ -592,10 +710,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m storm_lib.run", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", help=f"one of {', '.join(TASKS)}")
-    ap.add_argument("--universe", nargs="+", help=f"one or more of {', '.join(UNIVERSES)}")
+    ap.add_argument("--universe", nargs="+", metavar="NAME|PATH",
+                    help=f"one or more of {', '.join(UNIVERSES)}, a price file (.parquet/.csv in the schema of "
+                         "storm_lib.data) or a name with <name>.parquet in the data directory")
     ap.add_argument("--model", nargs="+", help="one or more model names (storm, lightgbm, ...) or 'market'")
     ap.add_argument("--protocol", nargs="+", default=None,
                     help="clean (default) | paper | sample (default for --universe sample)")
+    ap.add_argument("--split", default=None, metavar="DATES|FILE",
+                    help="split dates instead of a named protocol: train=START:END,valid=START:END,test=START:END "
+                         "(YYYY-MM-DD, inclusive) or a file holding them (text or JSON)")
+    ap.add_argument("--allow-short", action="store_true",
+                    help="accept a split that the data cut short (printed); otherwise it is an error")
     ap.add_argument("--profile", nargs="+", default=None, help=f"one or more of {', '.join(PROFILES)} (default cpu)")
     ap.add_argument("--seed", nargs="+", type=int, default=None, help="one or more seeds (default 0)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -614,13 +739,31 @@ def _specs_from_args(args) -> list[RunSpec]:
     missing = [f"--{k}" for k in ("task", "universe", "model") if not getattr(args, k)]
     if missing:
         raise ValueError(f"{' and '.join(missing)} required (or use --list)")
+    if args.split and args.protocol:
+        raise ValueError("give --protocol or --split, not both")
+    split = None
+    if args.split:
+        from .panel import Protocol
+
+        split = Protocol.parse(args.split, allow_short=True if args.allow_short else None).text()
+    elif args.allow_short:
+        raise ValueError("--allow-short applies to --split dates")
+    options = option_grid(args.option)
+    for opts in options:
+        if "benchmark" in opts:
+            from .tasks.portfolio import check_benchmark
+
+            opts["benchmark"] = check_benchmark(opts["benchmark"])
     specs = []
     for universe in args.universe:
-        protocols = args.protocol or (["sample"] if universe == data_mod.SAMPLE else ["clean"])
+        kind, path = data_mod.find_universe(universe, args.data_dir)
+        if kind == "file":  # absolute, so the run does not depend on the working directory
+            universe = str(path.resolve())
+        protocols = [split] if split else args.protocol or (["sample"] if universe == data_mod.SAMPLE else ["clean"])
         specs += grid(args.task, [universe], args.model, protocols, args.profile or ["cpu"], args.seed or [0],
-                      option_grid(args.option))
+                      options)
     for spec in specs:
-        check_spec(spec)
+        check_spec(spec, args.data_dir)
     return specs
 
 
@@ -660,8 +803,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             specs = _specs_from_args(args)
             executor = executors.from_args(args)
+            ctx = RunContext(data_dir=args.data_dir, progress=False)
+            for spec in specs:  # the protocol against the data: before anything runs
+                check_dates(spec, ctx)
             if args.dry_run:
-                ctx = RunContext(data_dir=args.data_dir, progress=False)
+                print(f"checked: {len(specs)} run(s): universes, models, options and split dates are valid")
                 for spec in specs:
                     path = run_dir(spec, args.results_dir, ctx)
                     print(f"{'finished' if is_finished(path) else 'todo    '}  {path}")
@@ -670,8 +816,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         summary = run_grid(specs, args.results_dir, args.data_dir, progress=not args.quiet,
-                           stop_on_error=args.stop_on_error, argv=["python", "-m", "storm_lib.run", *argv],
-                           executor=executor)
+                           stop_on_error=args.stop_on_error, cache=ctx.cache,
+                           argv=["python", "-m", "storm_lib.run", *argv], executor=executor)
         for row in summary.itertuples():
             print(f"\n{row.status}: {row.run_dir or ''} ({row.seconds:.1f} s)")
             if row.status in ("done", "skipped"):

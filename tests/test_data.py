@@ -65,7 +65,7 @@ def test_dates_outside_data_and_reversed_range(prices):
 def test_unknown_universe_and_source():
     with pytest.raises(DataError, match="unknown universe"):
         data.universe_tickers("nasdaq")
-    with pytest.raises(DataError, match="unknown source"):
+    with pytest.raises(DataError, match="unknown universe .nasdaq.*data directory"):
         data.load_prices("nasdaq")
 
 

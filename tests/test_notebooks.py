@@ -179,9 +179,9 @@ def test_require_data_stops_with_every_way_to_get_data(how, tmp_path, monkeypatc
 
 
 def test_setup_stops_at_missing_data(tmp_path):
-    with pytest.raises(nb.MissingData):
+    with pytest.raises(nb.MissingData):  # runs may have to be run: the data are required
         nb.setup("t", universes="dj30", models="storm", seeds=0, protocol="clean", profile="smoke",
-                 data_dir=str(tmp_path), results_dir=None, run_missing=False)
+                 data_dir=str(tmp_path), results_dir=None, run_missing=True)
 
 
 def test_trading_on_the_sample_is_skipped_with_a_note(capsys):

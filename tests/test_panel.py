@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from storm_lib import data
-from storm_lib.panel import PROTOCOLS, Panel, Protocol, cs_rank, cs_zscore, get_protocol
+from storm_lib.panel import PROTOCOLS, Panel, Protocol, ProtocolNote, cs_rank, cs_zscore, get_protocol
 
 NAMES = ["F1", "F2", "DAY"]
 
@@ -56,9 +56,15 @@ def test_split_membership_embargoes_labels_at_the_boundary():
     # the last day has no next session, hence no label: never in a split
     assert p.dates[s["test"][-1]] == pd.Timestamp("2019-05-30")
     assert not set(s["train"]) & set(s["valid"]) and not set(s["valid"]) & set(s["test"])
-    bad = Protocol("t", ("2019-03-01", "2019-03-29"), ("2019-04-01", "2019-04-30"), ("2019-05-01", "2019-05-31"))
+    # a train start inside the warm-up is clipped to the first full window, with a note
+    early = Protocol("t", ("2019-03-01", "2019-03-29"), ("2019-04-01", "2019-04-30"), ("2019-05-01", "2019-05-31"))
+    with pytest.warns(ProtocolNote, match="clipped to 2019-03-07"):
+        np.testing.assert_array_equal(p.split(early, "train"), np.r_[4, s["train"]])
+    assert p.dates[p.split(early, "train")[0]] == pd.Timestamp("2019-03-07")
+    # ... a validation or test start there is an error
+    bad = Protocol("t", ("2019-01-01", "2019-02-27"), ("2019-03-01", "2019-04-30"), ("2019-05-01", "2019-05-31"))
     with pytest.raises(data.DataError, match="first full 5-day window"):
-        p.split(bad, "train")
+        p.split(bad, "valid")
 
 
 def test_cs_zscore_is_robust_and_day_local():

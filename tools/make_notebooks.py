@@ -13,6 +13,7 @@ ROOT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().pare
 
 COMMON_TAIL = '''seeds = "all"        # all: every seed already in the results directory (seed 0 where none); or 0, "0-4", [0, 1, 2]
 protocol = "clean"   # clean (train, valid, test) | paper (test used as validation, as the official code) | sample
+split = None         # None, or split dates (train, valid, test: START:END each, see the README) instead of protocol, or a file
 profile = "cpu"      # smoke (seconds, proves the code runs) | cpu (default) | paper (official sizes, GPU)
 {convention}
 data_dir = None      # None: $STORM_DATA_DIR
@@ -108,13 +109,16 @@ table2 = nb_([
     md("""
 # Tables 1 and 2: portfolio management on SP500 and DJ30
 
-Every return model scores the stocks of a universe each day of the test period (clean protocol:
-2021-04-01 to 2024-03-31; selection on the validation period 2019-04-01 to 2021-03-31). A **TopK-Drop**
+Every return model scores the stocks of a universe each day of the test period of the protocol in the
+parameters (the paper's: DJ30 and SP500 under the clean protocol, test 2021-04-01 to 2024-03-31 with
+selection on the validation period 2019-04-01 to 2021-03-31; the setup cell below prints the universes and
+dates this run uses, e.g. the embedded sample's 2020-2022 test period in `make demo`). A **TopK-Drop**
 portfolio holds the k = 5 best-scored stocks in equal weights, replaces at most d = 3 of them a day and
 pays 1e-4 on turnover. The six columns: APY (annualised yield), CW (cumulative wealth), CR (Calmar ratio),
 ASR (annualised Sharpe ratio), MDD (maximum drawdown), AVO (annualised volatility). The rows are the
 paper's: the Market Index (^DJI for DJ30: a **price index without dividends**; SPY's adjusted close for
-SP500: with dividends), six baselines, STORM and its two ablations; then rows the paper does not have: the
+SP500: with dividends; for a universe without an index, the equal-weight buy-and-hold of its stocks), six
+baselines, STORM and its two ablations; then rows the paper does not have: the
 **total-return market** (`Market (EW, total return)`: the universe's stocks bought in equal weights on the
 first test day and held, dividends included; every portfolio here earns dividends, so this is the fair
 market) and five **floors** (`Floor: ...`: 1- and 5-day reversal, 20- and 60-day momentum, 20-day low
@@ -122,10 +126,11 @@ volatility, one-line signals scored each day from prices up to that day, through
 Deterministic rows show one number. Convention `paper` (the default) is the one the published tables
 satisfy: ASR = APY/AVO, AVO annualised (see the Method page).
 
-Parameters (papermill `-p`): `universes`, `models`, `seeds`, `protocol`, `profile`, `convention`,
-`data_dir`, `results_dir`, `run_missing`, `executor`. Runs are read from the results directory; missing ones are run
-first. With `-p universes sample -p protocol sample` it runs on the embedded offline sample and shows our
-numbers only.
+Parameters (papermill `-p`): `universes`, `models`, `seeds`, `protocol`, `split`, `profile`, `convention`,
+`data_dir`, `results_dir`, `run_missing`, `executor`. Runs are read from the results directory; missing ones
+are run first. With `-p universes sample -p protocol sample` it runs on the embedded offline sample, and with
+`-p universes /path/prices.parquet -p split train=A:B,valid=C:D,test=E:F` on any price file and period;
+there it shows our numbers only (the paper has none).
 """),
     params('''universes = ["dj30", "sp500"]   # or "dj30,sp500"; sample: the offline sample, with protocol sample (no paper numbers)
 models = ["market", "lightgbm", "lstm", "transformer", "cafactor", "factorvae", "hirevae",
@@ -133,7 +138,7 @@ models = ["market", "lightgbm", "lstm", "transformer", "cafactor", "factorvae", 
           "ew_buy_hold", "reversal_1d", "reversal_5d", "momentum_20d", "momentum_60d", "low_vol_20d"]   # ours
 ''' + COMMON_TAIL.format(convention='convention = "paper"  # portfolio metrics: paper (ASR is APY/AVO, as published) | standard | official')),
     code(SETUP_IMPORTS + '''
-ctx = nb.setup("table2_portfolio", universes=universes, models=models, seeds=seeds, protocol=protocol,
+ctx = nb.setup("table2_portfolio", universes=universes, models=models, seeds=seeds, protocol=protocol, split=split,
                profile=profile, convention=convention, data_dir=data_dir, results_dir=results_dir,
                run_missing=run_missing, executor=executor)'''),
     md("""
@@ -145,7 +150,7 @@ the plan below says which runs were read and which were run now."""),
 m = ctx.metrics(plan)'''),
     md("## Ours against the paper\n\n" + READING),
     code('''for u in ctx.universes:
-    display(Markdown(f"**{u.upper()}**, test split, convention `{ctx.convention}`"),
+    display(Markdown(f"**{ctx.label(u)}**, test split, convention `{ctx.convention}`"),
             nb.comparison(m, "portfolio", u, ctx.convention, models=ctx.models, paper=ctx.has_paper(u)))'''),
     *profile_cells(False),
     md("""
@@ -156,17 +161,17 @@ against the best of the six baselines (never the Market Index), relative, in the
 (positive = the best variant is better by that much; negative = a baseline is better, printed "-" in the
 paper). The paper's printed row is beside it."""),
     code('''for u in ctx.universes:
-    display(Markdown(f"**{u.upper()}**"), nb.improvement_table(m, "portfolio", u, ctx.convention, paper=ctx.has_paper(u)))'''),
+    display(Markdown(f"**{ctx.label(u)}**"), nb.improvement_table(m, "portfolio", u, ctx.convention, paper=ctx.has_paper(u)))'''),
     md("""
 ## Cumulative wealth
 
 Each model's TopK-Drop portfolio over the test period (from each run's `daily.csv`; with several seeds, the
 mean of the seeds' wealth curves), against the market index (dashed black)."""),
     code('''for u in ctx.universes:
-    display(plots.wealth(nb.daily(plan, "return", universe=u), title=f"{u.upper()}: cumulative wealth, test period"))'''),
+    display(plots.wealth(nb.daily(plan, "return", universe=u), title=f"{ctx.label(u)}: cumulative wealth, test period"))'''),
     md("## Drawdown\n\nThe fall of each wealth curve below its running peak (MDD is the deepest point)."),
     code('''for u in ctx.universes:
-    display(plots.drawdown(nb.daily(plan, "return", universe=u), title=f"{u.upper()}: drawdown"))'''),
+    display(plots.drawdown(nb.daily(plan, "return", universe=u), title=f"{ctx.label(u)}: drawdown"))'''),
     md(STATS_MD.format(extra=COSTS_MD)),
     code("nb.uncertainty(ctx, plan, m, costs=True)"),
     md(FOOTER_MD),
@@ -205,7 +210,7 @@ models = ["buy_and_hold", "lightgbm", "lstm", "transformer", "dqn", "sac", "ppo"
     code(SETUP_IMPORTS + '''from storm_lib.tasks import trading as trading_task
 
 ctx = nb.setup("table3_trading", universe=universe, stocks=stocks, models=models, seeds=seeds,
-               protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
+               protocol=protocol, split=split, profile=profile, convention=convention, data_dir=data_dir,
                results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nOne run per (method, seed) of `storm_lib.run` (task `trading`), each trading the five stocks."),
     code('''plan = ctx.ensure(ctx.specs("trading"))
@@ -258,14 +263,14 @@ window = 63          # trading days of the rolling mean in the daily RankIC figu
     code(SETUP_IMPORTS + '''from storm_lib.metrics import IC_CONVENTIONS
 
 ctx = nb.setup("table4_rankic", conventions=IC_CONVENTIONS, universes=universes, models=models, seeds=seeds,
-               protocol=protocol, profile=profile, convention=convention, window=window, data_dir=data_dir,
+               protocol=protocol, split=split, profile=profile, convention=convention, window=window, data_dir=data_dir,
                results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs"),
     code('''plan = ctx.ensure(ctx.specs("portfolio"))
 m = ctx.metrics(plan)'''),
     md("## Ours against the paper\n\n" + READING),
     code('''for u in ctx.universes:
-    display(Markdown(f"**{u.upper()}**, test split, convention `{ctx.convention}`"),
+    display(Markdown(f"**{ctx.label(u)}**, test split, convention `{ctx.convention}`"),
             nb.comparison(m, "rankic", u, ctx.convention, models=ctx.models, paper=ctx.has_paper(u)))'''),
     *profile_cells(False),
     md("""
@@ -274,7 +279,7 @@ m = ctx.metrics(plan)'''),
 Best of STORM and its ablations against the best baseline, relative, computed on our means; the paper's
 printed row beside it."""),
     code('''for u in ctx.universes:
-    display(Markdown(f"**{u.upper()}**"), nb.improvement_table(m, "rankic", u, ctx.convention, paper=ctx.has_paper(u)))'''),
+    display(Markdown(f"**{ctx.label(u)}**"), nb.improvement_table(m, "rankic", u, ctx.convention, paper=ctx.has_paper(u)))'''),
     md("""
 ## Daily RankIC over time
 
@@ -282,7 +287,7 @@ The daily cross-sectional RankIC of each model (from each run's `daily.csv`, sta
 averaged), as a rolling mean: where in the test period a model ranks well, and how stable it is."""),
     code('''for u in ctx.universes:
     ic = nb.daily(plan, "rank_ic", universe=u, model=ctx.models)
-    display(plots.rolling_rankic(ic, ctx.window, title=f"{u.upper()}: daily RankIC, {ctx.window}-day rolling mean"))'''),
+    display(plots.rolling_rankic(ic, ctx.window, title=f"{ctx.label(u)}: daily RankIC, {ctx.window}-day rolling mean"))'''),
     md(STATS_MD.format(extra="")),
     code("nb.uncertainty(ctx, plan, m)"),
     md(FOOTER_MD),
@@ -313,7 +318,7 @@ models = ["storm", "storm_wo_ts", "storm_wo_cs"]
 ''' + COMMON_TAIL.format(convention='convention = "paper"  # portfolio and trading metrics: paper | standard | official')),
     code(SETUP_IMPORTS + '''
 ctx = nb.setup("ablation", universes=universes, stocks=stocks, trading_universe=trading_universe, models=models,
-               seeds=seeds, protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
+               seeds=seeds, protocol=protocol, split=split, profile=profile, convention=convention, data_dir=data_dir,
                results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nThe same runs as the three table pages (cached when those pages ran first)."),
     code('''plan = ctx.ensure(ctx.specs("portfolio"))
@@ -361,7 +366,7 @@ sizes = [128, 256, 512, 1024, 2048]   # codebook sizes K of panel (b)
     code(SETUP_IMPORTS + '''from storm_lib.metrics import IC_CONVENTIONS
 
 ctx = nb.setup("fig3_codebook", conventions=IC_CONVENTIONS, universes=universes, models=models, sizes=sizes,
-               seeds=seeds, protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
+               seeds=seeds, protocol=protocol, split=split, profile=profile, convention=convention, data_dir=data_dir,
                results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nSTORM portfolio runs, one per codebook size (option `codebook_size=K`) and seed."),
     code('''plan = ctx.ensure(nb.codebook_specs(ctx))
@@ -373,8 +378,8 @@ Share of the test windows' tokens that each codebook entry receives, entries sor
 used (the dashed line is a perfectly even use), for the default-K run (first seed)."""),
     code('''for u, model in [(u, x) for u in ctx.universes for x in ctx.models]:
     codes = nb.codes(plan, u, model)
-    display(Markdown(f"**{u.upper()}, {nb.model_label(model)}**"), nb.codebook_stats(codes).round(3),
-            plots.code_usage(codes, title=f"{u.upper()}: codebook usage over the test windows"))'''),
+    display(Markdown(f"**{ctx.label(u)}, {nb.model_label(model)}**"), nb.codebook_stats(codes).round(3),
+            plots.code_usage(codes, title=f"{ctx.label(u)}: codebook usage over the test windows"))'''),
     md("""
 ## (b) Codebook size
 
@@ -382,8 +387,8 @@ RankIC and RankICIR on the test period against K (ours: mean ± std over seeds),
 beside them (dataset not stated, values read by eye)."""),
     code('''for u, model in [(u, x) for u in ctx.universes for x in ctx.models]:
     sweep = nb.codebook_sweep(m, u, model, convention=ctx.convention)
-    display(Markdown(f"**{u.upper()}, {nb.model_label(model)}**"), sweep.round(3),
-            plots.codebook_curve(sweep, title=f"{u.upper()}: {nb.model_label(model)} against the codebook size"))'''),
+    display(Markdown(f"**{ctx.label(u)}, {nb.model_label(model)}**"), sweep.round(3),
+            plots.codebook_curve(sweep, title=f"{ctx.label(u)}: {nb.model_label(model)} against the codebook size"))'''),
     *profile_cells(False),
     md(FOOTER_MD),
     code("nb.footer(ctx)", "remove-input"),
@@ -457,9 +462,9 @@ dashed with its ± range shaded. The text below each chart is generated from the
     code('''for u in ctx.universes:
     for model in ctx.models:
         label = nb.model_label(model)
-        display(Markdown(f"### {u.upper()}: {label}"), nb.audit_styled(at, u, model, ctx.seeds, ctx.profile),
+        display(Markdown(f"### {ctx.label(u)}: {label}"), nb.audit_styled(at, u, model, ctx.seeds, ctx.profile),
                 plots.waterfall(nb.audit_waterfall(at, u, model), nb.audit_paper_lines(u, model),
-                                title=f"{u.upper()}, {label}: clean → every switch on (mean over seeds)"),
+                                title=f"{ctx.label(u)}, {label}: clean → every switch on (mean over seeds)"),
                 Markdown(nb.audit_text(at, u, model)))'''),
     md(FOOTER_MD),
     code("nb.footer(ctx)", "remove-input"),

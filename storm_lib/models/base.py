@@ -37,10 +37,28 @@ class ModelOutput:
     extras: dict = field(default_factory=dict)
 
 
+def _named_params(func) -> set[str]:
+    import inspect
+
+    return {n for n, p in inspect.signature(func).parameters.items()
+            if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
 class ReturnModel(ABC):
     """fit / predict over a :class:`~storm_lib.panel.Panel`."""
 
     name: str = "model"
+
+    @classmethod
+    def option_keys(cls) -> set[str]:
+        """Every keyword the constructor accepts: its named parameters plus the overrides it routes
+        (subclasses add theirs). :func:`storm_lib.models.make_model` rejects any other keyword."""
+        return _named_params(cls.__init__)
+
+    @classmethod
+    def option_help(cls) -> str:
+        """The valid keywords as one line, for error messages."""
+        return ", ".join(sorted(cls.option_keys()))
 
     @abstractmethod
     def fit(self, panel: Panel, protocol: str | Protocol = "clean") -> "ReturnModel": ...
@@ -74,6 +92,13 @@ class TorchReturnModel(ReturnModel):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.net: torch.nn.Module | None = None
         self.history_: pd.DataFrame | None = None
+
+    @classmethod
+    def option_keys(cls) -> set[str]:
+        """Named parameters plus every :class:`~storm_lib.profiles.TrainConfig` field (training overrides)."""
+        from dataclasses import fields
+
+        return super().option_keys() | {f.name for f in fields(TrainConfig)}
 
     @abstractmethod
     def build_net(self, panel: Panel) -> torch.nn.Module:

@@ -323,6 +323,11 @@ class FactorVAE(TorchReturnModel):
                          **{**self.train_defaults.get(prof.name, {}), **train_kw})
         self.config = self.config_cls(**{**self.sizes.get(prof.name, {}), **net_kw})
 
+    @classmethod
+    def option_keys(cls) -> set[str]:
+        """Training overrides plus the fields of :attr:`config_cls` (``n_features`` comes from the panel)."""
+        return super().option_keys() | ({f.name for f in fields(cls.config_cls)} - {"n_features"})
+
     def net_config(self, panel: Panel):
         return replace(self.config, n_features=panel.shape[2])
 

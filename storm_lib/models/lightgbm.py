@@ -76,18 +76,34 @@ class LightGBMModel(ReturnModel):
     """Gradient-boosted trees on the day's features (one row per stock-day).
 
     ``LightGBMModel(profile="cpu", seed=0, progress=True, num_boost_round=None,
-    early_stopping_rounds=None, label_norm=None, **params)``; ``params`` override the profile's LightGBM
-    parameters; ``label_norm`` the profile's training target (``"cs_zscore"`` or ``"raw"`` returns, used by
-    the trading task's sign rule).
+    early_stopping_rounds=None, label_norm=None, run_dir=None, **params)``; ``params`` override the
+    profile's LightGBM parameters and must be LightGBM parameters or aliases (anything else is a
+    ``TypeError`` naming the valid keys); ``label_norm`` the profile's training target (``"cs_zscore"`` or
+    ``"raw"`` returns, used by the trading task's sign rule); ``run_dir``: where :meth:`fit` writes
+    ``history.csv`` and the selected booster ``model.txt`` (as the torch models write their history).
     After :meth:`fit`: ``booster_``, ``best_iteration_`` (the selected model), ``history_``
     (per-round train / valid l2), ``protocol_``, ``fit_seconds_``.
     """
 
     name = "lightgbm"
 
+    @classmethod
+    def option_keys(cls) -> set[str]:
+        """Named parameters plus every LightGBM parameter and alias (LightGBM's own list)."""
+        return super().option_keys() | lightgbm_params()
+
+    @classmethod
+    def option_help(cls) -> str:
+        own = ", ".join(sorted(super().option_keys() - {"self"}))
+        return f"{own}, or any LightGBM parameter (e.g. learning_rate, num_leaves, lambda_l2)"
+
     def __init__(self, profile: str | Profile = "cpu", seed: int = 0, progress: bool = True,
                  num_boost_round: int | None = None, early_stopping_rounds: int | None = None,
-                 label_norm: str | None = None, **params):
+                 label_norm: str | None = None, run_dir: str | os.PathLike | None = None, **params):
+        bad = sorted(set(params) - lightgbm_params())
+        if bad:
+            raise TypeError(f"lightgbm: unknown option(s) {bad}; valid: {self.option_help()}")
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.profile = get_profile(profile)
         if label_norm is not None:
             self.profile = self.profile.with_train(label_norm=label_norm)
@@ -140,6 +156,11 @@ class LightGBMModel(ReturnModel):
         self.history_["best"] = self.history_["round"] == self.best_iteration_
         self.n_rows_ = {"train": int(len(yt)), "valid": int(len(yv))}
         self.fit_seconds_ = time.perf_counter() - t0
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            hist = self.history_
+            atomic_write(self.run_dir / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
+            self.save(self.run_dir / "model.txt")
         if self.progress:
             tqdm.write(f"lightgbm: best iteration {self.best_iteration_} of {n}, valid l2 "
                        f"{self.history_['valid_l2'].iloc[self.best_iteration_ - 1]:.4f} ({self.fit_seconds_:.1f} s)")
@@ -164,6 +185,20 @@ class LightGBMModel(ReturnModel):
         self.booster_ = lgb.Booster(model_file=str(path))
         self.best_iteration_ = self.booster_.current_iteration()
         return self
+
+
+def lightgbm_params() -> set[str]:
+    """Every LightGBM parameter name and alias (from LightGBM itself), cached."""
+    global _LGB_PARAMS
+    if _LGB_PARAMS is None:
+        from lightgbm.basic import _ConfigAliases
+
+        aliases = _ConfigAliases._get_all_param_aliases()
+        _LGB_PARAMS = set(aliases) | {a for names in aliases.values() for a in names}
+    return _LGB_PARAMS
+
+
+_LGB_PARAMS: set[str] | None = None
 
 
 def _names(panel: Panel) -> list[str]:

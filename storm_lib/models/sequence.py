@@ -153,6 +153,12 @@ class SizedTorchModel(TorchReturnModel):
         self.sizes, train = split_kwargs(self.SIZES, profile, dict(kw))
         super().__init__(profile=profile, seed=seed, device=device, run_dir=run_dir, progress=progress, **train)
 
+    @classmethod
+    def option_keys(cls) -> set[str]:
+        """Training overrides plus the network sizes of :attr:`SIZES` (any profile)."""
+        sizes = {k for table in cls.SIZES.values() for k in table if k != "train"}
+        return super().option_keys() | sizes
+
     def _meta(self) -> dict:
         return {**super()._meta(), "sizes": dict(self.sizes)}
 

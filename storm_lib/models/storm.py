@@ -657,8 +657,18 @@ class StormModel(TorchReturnModel):
         if variant not in self.VARIANTS:
             raise ValueError(f"unknown STORM variant {variant!r}; use one of {list(self.VARIANTS)}")
         super().__init__(profile, seed, device, run_dir, progress, **train_overrides)
+        bad = sorted(set(model or {}) - self.network_keys())
+        if bad:
+            raise TypeError(f"STORM: unknown network size(s) {bad} in model=...; valid: {', '.join(sorted(self.network_keys()))}")
         self.variant, self.model_overrides = variant, dict(model or {})
         self.name = self.NAMES[variant]
+
+    @staticmethod
+    def network_keys() -> set[str]:
+        """The :class:`StormConfig` fields ``model={...}`` may set (the panel sets the shape fields)."""
+        from dataclasses import fields
+
+        return {f.name for f in fields(StormConfig)} - {"n_stocks", "n_features", "window"}
 
     def config(self, panel) -> StormConfig:
         _, n, f = panel.shape

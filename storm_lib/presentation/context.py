@@ -26,10 +26,11 @@ from .. import data as data_mod  # noqa: E402
 from ..executors import EXECUTORS  # noqa: E402
 from ..floors import FLOORS  # noqa: E402
 from ..metrics import CONVENTIONS  # noqa: E402
-from ..panel import PROTOCOLS  # noqa: E402
+from .. import config  # noqa: E402
+from ..panel import PROTOCOLS, Protocol, get_protocol  # noqa: E402
 from ..profiles import PROFILES  # noqa: E402
 from ..run import (SPEC_COLUMNS, RunSpec, grid, is_finished, known_models, list_runs,  # noqa: E402
-                   results_root, run_dir, run_grid)
+                   find_finished, has_data, results_root, run_dir, run_grid)
 from ..tasks import RunCache, RunContext  # noqa: E402
 from .paper import model_label  # noqa: E402
 
@@ -49,12 +50,16 @@ CODEBOOK_SIZES = (128, 256, 512, 1024, 2048)
 GET_DATA = (
     "Ways to get data (nothing else is tried; the notebook never falls back to other data):\n"
     "  1. point $STORM_DATA_DIR at a directory holding dj30.parquet, sp500.parquet and indices.parquet\n"
-    "     (e.g. export STORM_DATA_DIR=../shared/data), or pass it as the notebook parameter:\n"
+    "     (e.g. export STORM_DATA_DIR=../shared/data: a relative path is read from the working directory,\n"
+    "     else from the repository root), or pass it as the notebook parameter:\n"
     "     papermill ... -p data_dir /path/to/data\n"
     "  2. download into the local cache: storm download dj30 sp500 indices\n"
     "     (needs pip install -e '.[download]' and access to Yahoo Finance)\n"
     "  3. use the embedded offline sample (20 S&P 500 stocks, close only, no paper numbers to compare):\n"
-    "     papermill ... -p universes sample -p protocol sample"
+    "     papermill ... -p universes sample -p protocol sample\n"
+    "  4. your own price file (parquet/CSV in the schema of storm_lib.data): -p universes /path/to/file.parquet\n"
+    "     with split dates -p split train=START:END,valid=START:END,test=START:END\n"
+    "Pages of committed runs need no data: -p run_missing False (what `make book` does)."
 )
 
 
@@ -151,17 +156,28 @@ def _check_choice(what: str, value, known) -> None:
 # --------------------------------------------------------------------------- data
 
 
-def require_data(universes, data_dir=None, cache: RunCache | None = None) -> dict[str, str]:
+def require_data(universes, data_dir=None, cache: RunCache | None = None, required: bool = True) -> dict[str, str]:
     """Load every universe's prices and market index once (kept in ``cache``); raise :class:`MissingData`
-    naming the ways to get data when one cannot be loaded. Returns universe -> a short description."""
+    naming the ways to get data when one cannot be loaded. Returns universe -> a short description.
+
+    A universe is a name (``dj30``, ``sp500``, ``sample``, ``<name>.parquet`` in the data directory) or a
+    price file. With ``required=False`` (pages of finished runs only) a universe without data is left
+    out of the result instead: its runs are then found from their run records
+    (:func:`storm_lib.run.find_finished`)."""
     ctx = RunContext(data_dir=_none(data_dir), cache=cache if cache is not None else RunCache(), progress=False)
     found = {}
     for u in as_list(universes):
-        if u not in data_mod.UNIVERSES and u != data_mod.SAMPLE:
-            raise NotebookStop(f"unknown universe {u!r}; use dj30, sp500 or sample")
+        try:
+            data_mod.find_universe(u, _none(data_dir))
+        except data_mod.DataError as exc:
+            raise NotebookStop(str(exc)) from None
+        except FileNotFoundError:
+            pass  # a data directory that does not exist: reported below
+        if not required and not has_data(u, _none(data_dir)):
+            continue
         try:
             prices = ctx.prices(u)
-            index = ctx.market_index(u)
+            index = ctx.market_index(u) if ctx.has_index(u) else None
         except (data_mod.DataError, FileNotFoundError) as exc:
             reason = str(exc).splitlines()[0].split(" Ways to get data")[0]
             reason = "" if reason.startswith("No price data found") else f"\n  {reason}"
@@ -173,16 +189,18 @@ def require_data(universes, data_dir=None, cache: RunCache | None = None) -> dic
             raise MissingData(f"The embedded sample cannot be loaded ({exc}); install storm-lib's dependencies."
                               ) from None
         first, last = prices["date"].iloc[[0, -1]]
-        found[u] = (f"{prices['ticker'].nunique()} stocks, {first:%Y-%m-%d}..{last:%Y-%m-%d}, "
-                    f"index {index.name}")
+        bench = (f"index {index.name}" if index is not None else
+                 "benchmark: equal-weight buy-and-hold of its stocks (no market index)")
+        found[u] = f"{prices['ticker'].nunique()} stocks, {first:%Y-%m-%d}..{last:%Y-%m-%d}, {bench}"
     return found
 
 
 def data_hashes(universes, data_dir=None, cache: RunCache | None = None) -> pd.DataFrame:
     """sha256 of each universe's prices (:func:`storm_lib.features.data_hash`) and market index series."""
     ctx = RunContext(data_dir=_none(data_dir), cache=cache if cache is not None else RunCache(), progress=False)
-    rows = [{"universe": u, "prices": ctx.prices_hash(u), "index": f"{ctx.market_index(u).name} "
-             f"{ctx.index_hash(u)}"} for u in as_list(universes)]
+    rows = [{"universe": data_mod.universe_label(u), "prices": ctx.prices_hash(u),
+             "index": f"{ctx.market_index(u).name} {ctx.index_hash(u)}" if ctx.has_index(u) else "equal_weight"}
+            for u in as_list(universes)]
     return pd.DataFrame(rows, columns=["universe", "prices", "index"])
 
 
@@ -195,7 +213,7 @@ def _spec_text(spec: RunSpec) -> str:
 
 
 def ensure_runs(specs, run_missing: bool = True, results_dir=None, data_dir=None,
-                cache: RunCache | None = None, echo=print, executor: str = "local") -> pd.DataFrame:
+                cache: RunCache | None = None, echo=print, executor: str = "local", no_data=()) -> pd.DataFrame:
     """Make sure every spec has a finished run; print the plan first.
 
     Finished runs are read as they are ("cached"). Missing ones are executed one by one through
@@ -203,16 +221,18 @@ def ensure_runs(specs, run_missing: bool = True, results_dir=None, data_dir=None
     task each, :mod:`storm_lib.executors`) (status "done", or "failed" / "busy"), else
     listed with the command that runs them (status "missing"). Raises :class:`RunsFailed` after the
     whole plan when a run failed. Returns one row per spec: spec columns, ``status``, ``run_dir``,
-    ``finished``, ``spec`` (the :class:`RunSpec`).
+    ``finished``, ``spec`` (the :class:`RunSpec`). Runs of the universes in ``no_data`` (no data at
+    hand) are found from their ``run.json`` records (:func:`storm_lib.run.find_finished`; the data hash is
+    not checked) and never run.
     """
     specs = list(dict.fromkeys(specs))
     cache = cache if cache is not None else RunCache()
     ctx = RunContext(data_dir=_none(data_dir), cache=cache, progress=False)
     rows = []
     for spec in specs:
-        path = run_dir(spec, results_dir, ctx)
-        rows.append({**spec.as_row(), "status": "cached" if is_finished(path) else "missing",
-                     "run_dir": str(path), "spec": spec})
+        path = find_finished(spec, results_dir) if spec.universe in no_data else run_dir(spec, results_dir, ctx)
+        rows.append({**spec.as_row(), "status": "cached" if path is not None and is_finished(path) else "missing",
+                     "run_dir": str(path) if path is not None else "", "spec": spec})
     plan = pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["status", "run_dir", "spec"])
     todo = plan.index[plan["status"] == "missing"]
     root = results_root(results_dir)
@@ -246,7 +266,7 @@ def ensure_runs(specs, run_missing: bool = True, results_dir=None, data_dir=None
         echo("Left out of the tables. To run them: rerun with -p run_missing True, or")
         for i in todo:
             echo(f"  {plan.at[i, 'spec'].command()}")
-    plan["finished"] = [is_finished(p) for p in plan["run_dir"]]
+    plan["finished"] = [bool(p) and is_finished(p) for p in plan["run_dir"]]
     if failures:
         raise RunsFailed(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures))
     return plan
@@ -304,12 +324,18 @@ class Context:
     plans: list = field(default_factory=list)
     data: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    no_data: list = field(default_factory=list)
 
     def __getattr__(self, name):
         params = self.__dict__.get("params", {})
         if name in params:
             return params[name]
         raise AttributeError(name)
+
+    def label(self, universe: str) -> str:
+        """A universe as tables and titles show it: ``DJ30``, or a price file's stem."""
+        text = data_mod.universe_label(universe)
+        return text.upper() if text == universe else text
 
     def has_paper(self, universe: str) -> bool:
         """Whether the paper has numbers to compare with: the real universes under a real protocol."""
@@ -360,7 +386,7 @@ class Context:
     def ensure(self, specs) -> pd.DataFrame:
         """:func:`ensure_runs` with the notebook's results directory, data directory and cache."""
         plan = ensure_runs(specs, self.run_missing, self.results_dir, self.data_dir, self.cache,
-                           executor=self.params.get("executor", "local"))
+                           executor=self.params.get("executor", "local"), no_data=tuple(self.no_data))
         self.plans.append(plan)
         return plan
 
@@ -401,16 +427,27 @@ def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
         p["seeds"] = "all"
     p.setdefault("protocol", "clean")
     p.setdefault("profile", "cpu")
-    _check_choice("protocol", p["protocol"], tuple(PROTOCOLS))
+    split, allow_short = _none(p.get("split")), as_bool(p.get("allow_short", False))
+    if split is not None:  # split dates given by the user: the protocol of every run
+        text = str(split) if "=" in str(split) else str(config.user_path(split))
+        try:
+            p["protocol"] = Protocol.parse(text, allow_short=True if allow_short else None).text()
+        except ValueError as exc:
+            raise NotebookStop(f"split: {exc}") from None
+    elif p["protocol"] not in PROTOCOLS:
+        try:
+            p["protocol"] = get_protocol(p["protocol"]).text()
+        except ValueError:
+            _check_choice("protocol", p["protocol"], tuple(PROTOCOLS) + ("split dates via -p split",))
     _check_choice("profile", p["profile"], tuple(PROFILES))
     if "convention" in p:
         _check_choice("convention", p["convention"], tuple(conventions))
     p["data_dir"] = _none(p.get("data_dir"))
     p["results_dir"] = _none(p.get("results_dir"))
-    if p["results_dir"] is not None:
-        p["results_dir"] = str(Path(p["results_dir"]).expanduser().resolve())
+    if p["results_dir"] is not None:  # relative: as typed where papermill ran (config.user_path)
+        p["results_dir"] = str(config.user_path(p["results_dir"]))
     if p["data_dir"] is not None:
-        p["data_dir"] = str(Path(p["data_dir"]).expanduser().resolve())
+        p["data_dir"] = str(config.user_path(p["data_dir"]))
     p["run_missing"] = as_bool(p.get("run_missing", True))
     p["executor"] = str(_none(p.get("executor")) or "local").strip()
     _check_choice("executor", p["executor"], EXECUTORS)
@@ -429,21 +466,39 @@ def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
         universes.append(trading)
     if "universes" in p and not p["universes"]:
         raise NotebookStop("no universe given: use e.g. -p universes dj30,sp500 (or sample with -p protocol sample)")
-    for u in universes:
-        if u not in data_mod.UNIVERSES and u != data_mod.SAMPLE:
-            raise NotebookStop(f"unknown universe {u!r}; use dj30, sp500 or sample")
-        if u == data_mod.SAMPLE and p["protocol"] != "sample":
+    for k, u in enumerate(universes):
+        try:
+            kind, path = data_mod.find_universe(u, p["data_dir"])
+        except data_mod.DataError as exc:
+            raise NotebookStop(str(exc)) from None
+        except FileNotFoundError:
+            kind, path = "paper", None
+        if kind == "file":  # absolute: the run spec must not depend on the working directory
+            universes[k] = str(path)
+            if u in (p.get("universes") or []):
+                p["universes"] = [str(path) if x == u else x for x in p["universes"]]
+        if u == data_mod.SAMPLE and p["protocol"] in ("clean", "paper"):
             raise NotebookStop("the embedded sample ends 2022-12-28, before the clean/paper test period: "
                                "run it with -p protocol sample (e.g. -p universes sample -p protocol sample)")
     if "seeds" in p and not p["seeds"]:
         raise NotebookStop("no seed given: use e.g. -p seeds 0 or -p seeds 0,1,2")
     ctx = Context(notebook, p, raw, notes=notes)
-    ctx.data = require_data(universes, p["data_dir"], ctx.cache)
+    ctx.data = require_data(universes, p["data_dir"], ctx.cache, required=p["run_missing"])
+    ctx.no_data = [u for u in universes if u not in ctx.data]
     shown = {k: v for k, v in p.items() if k not in ("data_dir", "results_dir")}
     print(f"{notebook}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     print(f"results: {shown_path(results_root(p['results_dir']))}")
     for u, desc in ctx.data.items():
-        print(f"data {u}: {desc}")
+        print(f"data {ctx.label(u)}: {desc}")
+    for u in ctx.no_data:
+        print(f"data {ctx.label(u)}: none at hand; its finished runs are found from their run.json records "
+              "(data hashes as recorded, not checked)")
+    if p["protocol"] not in PROTOCOLS:
+        print(f"split dates: {p['protocol']}")
+    else:  # the dates this notebook evaluates, whatever its text says about the paper's
+        proto = get_protocol(p["protocol"])
+        print(f"protocol {proto.name}: " + ", ".join(
+            f"{s} {getattr(proto, s)[0]:%Y-%m-%d}..{getattr(proto, s)[1]:%Y-%m-%d}" for s in ("train", "valid", "test")))
     if p["protocol"] == "sample":
         print("embedded sample / sample protocol: OUR NUMBERS ONLY, the paper has none to compare with")
     for note in notes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import data as data_mod
 from ..run import load_table
 from . import paper as report
 from .context import IC_METRICS, PORTFOLIO_METRICS, as_list, select
@@ -59,9 +60,11 @@ def comparison(m: pd.DataFrame, table: str, dataset: str, convention: str | None
                                "paper = mean ± range over 10 runs; Δ = ours − paper; green: ours within the "
                                "paper's range")
     table_ = summary_table(ours, metrics, labels)
-    return table_.style.set_table_styles(TABLE_CSS, overwrite=False).set_caption(f"{dataset}, {split} split{', convention ' + convention if convention else ''}"
-                                    ": OURS ONLY (mean ± std over seeds) — the paper has no numbers for "
-                                    "this data / protocol")
+    name = data_mod.universe_label(dataset) if table != "trading" else dataset  # a price file: its stem
+    return table_.style.set_table_styles(TABLE_CSS, overwrite=False).set_caption(f"{name}, {split} split{', convention ' + convention if convention else ''}"
+                                    ": OURS ONLY (mean ± std over seeds) — no paper number: the paper has none for "
+                                    "this data / protocol" + ("; Market Index row: the equal-weight buy-and-hold of "
+                                    "its stocks (no index)" if table != "trading" and dataset not in data_mod.MARKET_INDEX else ""))
 
 
 def _table_rows(m: pd.DataFrame, table: str, dataset: str, split: str, convention, metrics, where: dict):

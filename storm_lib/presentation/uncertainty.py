@@ -175,24 +175,28 @@ def uncertainty(ctx: Context, plan: pd.DataFrame, m: pd.DataFrame, costs: bool =
 
     models = ctx.models
     for u in ctx.universes:
-        display(Markdown(f"### {u.upper()}"))
+        display(Markdown(f"### {ctx.label(u)}"))
         cis = ci_frame(plan, u, models, n=n)
         if cis.empty:
-            display(Markdown(f"No finished run of {u.upper()}: no confidence intervals."))
+            display(Markdown(f"No finished run of {ctx.label(u)}: no confidence intervals."))
             continue
         display(ci_table(cis).style.set_table_styles(TABLE_CSS, overwrite=False).set_caption(
-            f"{u.upper()}, test split, standard convention: estimate [95% CI], stationary block bootstrap of the "
+            f"{ctx.label(u)}, test split, standard convention: estimate [95% CI], stationary block bootstrap of the "
             "days (Politis–White block); per model its seeds (column seeds) averaged day by day"))
         if "storm" in models:
             display(Markdown("**Paired tests, STORM − best baseline**\n\n"
                              + paired_text(paired_tests(plan, m, u, "storm", models, n=n))))
-        if costs:
+        if costs and u in getattr(ctx, "no_data", ()):
+            display(Markdown(f"Cost curves re-run TopK-Drop on the saved scores with the {ctx.label(u)} prices, "
+                             "which are not at hand in this build (set STORM_DATA_DIR); every other number "
+                             "on this page comes from the committed results."))
+        elif costs:
             curves = cost_curves(plan, u, [x for x in models if x != "market"], cache=ctx.cache,
                                  data_dir=ctx.data_dir)
             if curves.empty:
-                display(Markdown(f"No finished {u.upper()} run with saved scores: no cost curve."))
+                display(Markdown(f"No finished {ctx.label(u)} run with saved scores: no cost curve."))
             else:
-                display(plots.cost_curves(curves, title=f"{u.upper()}: TopK-Drop metrics against the "
+                display(plots.cost_curves(curves, title=f"{ctx.label(u)}: TopK-Drop metrics against the "
                                                         "transaction cost (test split, standard convention)"))
 
 

@@ -106,9 +106,35 @@ class RunContext:
         return self.cache.get(("index", universe, self._dir_key()),
                               lambda: data.market_index(universe, data_dir=self.data_dir))
 
+    def has_index(self, universe: str) -> bool:
+        """Whether ``universe`` has a market index (:data:`storm_lib.data.MARKET_INDEX`); other universes
+        are benchmarked by the equal-weight buy-and-hold of their stocks unless a run names an index."""
+        from .. import data
+
+        return universe in data.MARKET_INDEX
+
     def index_hash(self, universe: str) -> str:
+        """Hash of the universe's market index series; ``"equal_weight"`` for a universe without one (the
+        equal-weight benchmark is computed from the prices, whose hash the identity already holds)."""
+        if not self.has_index(universe):
+            return "equal_weight"
         return self.cache.get(("index_hash", universe, self._dir_key()),
                               lambda: _series_hash(self.market_index(universe)))
+
+    def benchmark_series(self, value: str) -> pd.Series:
+        """The price series a run's ``benchmark`` option names: an index ticker of ``indices.parquet``
+        (``^DJI``, ``^GSPC``, ``SPY``) or a parquet/CSV file (:func:`storm_lib.data.load_index_file`)."""
+        from .. import data
+
+        def build():
+            if value in data.INDEX_TICKERS or value == data.MARKET_INDEX[data.SAMPLE]:
+                return data.load_index(value, data_dir=self.data_dir)
+            return data.load_index_file(value)
+
+        return self.cache.get(("benchmark", value, self._dir_key()), build)
+
+    def benchmark_hash(self, value: str) -> str:
+        return "equal_weight" if value == "equal_weight" else _series_hash(self.benchmark_series(value))
 
     def panel(self, universe: str, window: int = 64, normalization: str = "cs_zscore",
               feature_set: str = "auto"):

@@ -23,7 +23,9 @@ options** (:data:`TASK_OPTIONS`), split off before the rest goes to the model (:
 ``topk_variant`` (``"official"``: TopK-Drop's daily return is the sum of the k returns),
 ``sample_predictions`` (``true``: one seeded draw of the predictive distribution instead of its mean),
 ``feature_set`` (e.g. ``"official152"``) and ``normalization`` (e.g. ``"prev_block"``); see
-:func:`task_settings`. Every other option is a model option (for STORM, ``StormConfig`` fields such as
+:func:`task_settings`. ``benchmark`` (``equal_weight``, an index ticker or a price file) replaces the
+universe's market index; a universe without one (a user's price file) uses the equal-weight buy-and-hold of
+its stocks by default (:func:`benchmark_of`), recorded in ``run.json`` under ``info.benchmark``. Every other option is a model option (for STORM, ``StormConfig`` fields such as
 ``prior_across_batch`` go to ``model={...}``). :data:`CONFIG`, hashed into every run's identity, is the
 same with or without options: the runner hashes the options themselves, so a run with options gets its
 own directory and a run without any keeps its identity and outputs.
@@ -36,7 +38,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from .. import metrics, portfolio
+from .. import data, metrics, portfolio
 from ..floors import EW_MARKET, FLOORS, floor_scores
 from ..features import resolve_feature_set
 from ..panel import get_protocol
@@ -56,7 +58,7 @@ RESERVED = ("profile", "seed", "progress", "device", "run_dir")
 #: run options read by the task itself (the protocol-audit switches, :mod:`storm_lib.audit`), never passed
 #: to the model: option name -> the CONFIG key it overrides (None: no CONFIG counterpart, default False)
 TASK_OPTIONS = {"topk_variant": "variant", "sample_predictions": None, "feature_set": "feature_set",
-                "normalization": "normalization"}
+                "normalization": "normalization", "benchmark": None}
 #: models whose network has a predictive distribution to draw from (``sample_predictions=True``)
 SAMPLING_MODELS = ("storm", "storm_wo_ts", "storm_wo_cs", "factorvae", "hirevae")
 
@@ -75,16 +77,19 @@ def task_settings(model: str, options: dict) -> dict:
     the SUM of the k returns, official-code.md §10.8), ``sample_predictions`` (bool: score with one seeded
     draw of the model's predictive distribution instead of its mean, §10.13; models in
     :data:`SAMPLING_MODELS` only), ``feature_set`` (``auto``, ``alpha158``, ``alpha158_close``,
-    ``official152``: the official features, §1) and ``normalization`` (a :data:`storm_lib.panel.NORMALIZATIONS`
-    entry; ``prev_block`` is the official scaler).
+    ``official152``: the official features, §1), ``normalization`` (a :data:`storm_lib.panel.NORMALIZATIONS`
+    entry; ``prev_block`` is the official scaler) and ``benchmark`` (:func:`check_benchmark`; the key is
+    present only when given).
     """
     from ..features import FEATURE_SETS
     from ..panel import NORMALIZATIONS
 
     task, _ = split_options(options)
     out = {**CONFIG, "sample_predictions": False}
+    if "benchmark" in task:  # only when given: other runs' settings stay as they were
+        out["benchmark"] = check_benchmark(task.pop("benchmark"))
     if task and model in (MARKET, EW_MARKET):
-        raise ValueError(f"the market rows take no task options, got {sorted(task)}")
+        raise ValueError(f"the market rows take no task options but benchmark, got {sorted(task)}")
     if "topk_variant" in task:
         v = task["topk_variant"]
         if v not in portfolio.VARIANTS:
@@ -109,6 +114,45 @@ def task_settings(model: str, options: dict) -> dict:
             raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {v!r}")
         out["normalization"] = v
     return out
+
+
+def check_benchmark(value) -> str:
+    """A valid ``benchmark`` option: ``equal_weight``, an index ticker of ``indices.parquet`` or an
+    existing parquet/CSV file (made absolute, so the run does not depend on the working directory)."""
+    from pathlib import Path
+
+    from ..data import INDEX_TICKERS
+
+    text = str(value)
+    if text == "equal_weight" or text in INDEX_TICKERS:
+        return text
+    path = Path(text).expanduser()
+    if path.is_file():
+        return str(path.resolve())
+    raise ValueError(f"benchmark must be equal_weight, one of {', '.join(INDEX_TICKERS)} or a parquet/CSV file "
+                     f"with date and adj_close (or close) columns; got {text!r}")
+
+
+def benchmark_of(spec, ctx: RunContext, settings: dict) -> tuple[pd.Series | None, str]:
+    """(price series or None for the equal-weight buy-and-hold, its name) of a run: the ``benchmark``
+    option, else the universe's market index, else (a universe without one) the equal weight."""
+    value = settings.get("benchmark")
+    if value is None:
+        value = "index" if ctx.has_index(spec.universe) else "equal_weight"
+    if value == "equal_weight":
+        return None, "equal_weight"
+    series = ctx.market_index(spec.universe) if value == "index" else ctx.benchmark_series(value)
+    return series, str(series.name)
+
+
+def equal_weight_benchmark(labels: pd.DataFrame) -> tuple[pd.Series, int]:
+    """The equal-weight buy-and-hold of the stocks with a label on every day of ``labels`` (a stock
+    listed or delisted inside the span cannot be held throughout), total return from ``adj_close``
+    (:func:`storm_lib.portfolio.equal_weight_buy_and_hold`); returns (daily returns, number of stocks)."""
+    held = labels.loc[:, labels.notna().all()]
+    if held.shape[1] == 0:
+        raise ValueError("no stock has a label on every day of the span: no equal-weight benchmark")
+    return portfolio.equal_weight_buy_and_hold(held).rename("equal_weight"), int(held.shape[1])
 
 
 def model_kwargs(name: str, options: dict) -> dict:
@@ -196,15 +240,18 @@ def run(spec, ctx: RunContext) -> RunOutput:
     cfg = task_settings(spec.model, dict(spec.options))
     panel = ctx.panel(spec.universe, window=profile.window, normalization=cfg["normalization"],
                       feature_set=cfg["feature_set"])
-    index = ctx.market_index(spec.universe)
+    index, index_name = benchmark_of(spec, ctx, cfg)
     info: dict = {"panel": repr(panel),
                   "feature_set": resolve_feature_set(ctx.prices(spec.universe), cfg["feature_set"], warn=False),
                   "n_features": len(panel.names), "n_stocks": len(panel.tickers),
-                  "index": str(index.name)}
+                  "index": index_name}
+    if index is None or cfg.get("benchmark") is not None:
+        info["benchmark"] = {"kind": "equal_weight" if index is None else "index", "name": index_name,
+                             "source": cfg.get("benchmark") or "default for a universe without a market index"}
     task_options, _ = split_options(dict(spec.options))
     if task_options:
         info["task_settings"] = {k: cfg[k] for k in ("variant", "sample_predictions", "feature_set",
-                                                      "normalization")}
+                                                      "normalization", "benchmark") if k in cfg}
 
     model = None
     if spec.model in PSEUDO_MODELS:
@@ -224,7 +271,12 @@ def run(spec, ctx: RunContext) -> RunOutput:
     for split in SPLITS:
         t = panel.split(proto, split)
         labels = panel.label_frame(t)
-        bench = portfolio.benchmark_returns(index, labels.index)
+        if index is None:  # from the float64 prices, not the panel's float32 labels
+            returns_all = data.next_day_returns(ctx.prices(spec.universe))
+            bench, n_held = equal_weight_benchmark(returns_all.reindex(index=labels.index, columns=labels.columns))
+            info["benchmark"][f"{split}_stocks"] = n_held
+        else:
+            bench = portfolio.benchmark_returns(index, labels.index)
         info[f"{split}_days"] = [str(labels.index[0].date()), str(labels.index[-1].date()), int(len(t))]
         if spec.model == MARKET:
             returns, turnover, ic_daily, scores = bench, None, None, None
