@@ -188,3 +188,23 @@ def test_train_predict_uses_the_fast_path_and_restores_the_mode(monkeypatch):
     scores = train.predict(net, P(), np.arange(20, 30), batch_size=4)
     assert scores.shape == (10, N) and np.isfinite(scores).all()
     assert len(calls) == 3 and net.training
+
+
+def test_checkpointing_the_ts_blocks_keeps_losses_and_gradients():
+    """Activation checkpointing (``checkpoint_ts``) recomputes, with dropout on: same numbers."""
+    torch.manual_seed(0)
+    cfg = StormConfig(n_stocks=N, n_features=NF, window=W, d_model=D, n_heads=2, codebook_size=K, dropout=0.1)
+    plain = STORM(cfg)
+    ckpt = STORM(StormConfig(**{**cfg.__dict__, "checkpoint_ts": True}))
+    ckpt.load_state_dict(plain.state_dict())
+    x, mask, y = data(False)
+    grads = []
+    for net in (plain, ckpt):
+        torch.manual_seed(5)
+        out = net(x, mask, y)
+        out.loss.backward()
+        grads.append((out.loss.detach(), [p.grad for p in net.parameters()]))
+    close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        if a is not None:
+            close(a, b)

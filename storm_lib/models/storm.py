@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .base import TorchReturnModel
@@ -73,6 +74,8 @@ class StormConfig:
     learn_temperature: bool = True
     kl_reduction: str = "sum"        # over valid factors: "sum" (FactorVAE, official), "mean", or
                                      # "stock" (sum / valid stocks: the per-stock ELBO scale)
+    checkpoint_ts: bool = False      # recompute the TS encoder/decoder blocks in backward (activation
+                                     # checkpointing: same numbers, less memory, ~one more TS forward)
     use_ts: bool = True              # False: STORM-w/o-TS (CS module only)
     use_cs: bool = True              # False: STORM-w/o-CS (TS module only)
     fusion: bool = True              # TS→CS cross-attention (dual model only)
@@ -190,13 +193,12 @@ class Encoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d, n_heads, dropout, mlp_ratio) for _ in range(n_layers))
         self.ln, self.out = nn.LayerNorm(d), nn.Linear(d, d)
+        self.checkpoint = False  # see run_blocks
 
     def forward(self, tokens):
         """tokens (S, T, d) → ([cls] output (S, d), token outputs z_e (S, T, d))."""
         x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        x = self.drop(x + self.pos)
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, self.drop(x + self.pos), self.checkpoint)
         x = self.out(self.ln(x))
         return x[:, 0], x[:, 1:]
 
@@ -210,12 +212,22 @@ class Decoder(nn.Module):
         self.pos = nn.Parameter(0.02 * torch.randn(1, n_tokens, d))
         self.blocks = nn.ModuleList(Block(d, n_heads, dropout, mlp_ratio) for _ in range(n_layers))
         self.ln = nn.LayerNorm(d)
+        self.checkpoint = False  # see run_blocks
 
     def forward(self, z_q):
-        x = self.inp(z_q) + self.pos
-        for block in self.blocks:
+        return self.ln(run_blocks(self.blocks, self.inp(z_q) + self.pos, self.checkpoint))
+
+
+def run_blocks(blocks, x, checkpoint: bool = False):
+    """x through ``blocks``; with ``checkpoint`` (and gradients on) each block's activations are
+    recomputed in backward instead of stored (torch.utils.checkpoint, non-reentrant; the RNG state is
+    restored for the recomputation, so dropout draws the same masks and the gradients are the same)."""
+    for block in blocks:
+        if checkpoint and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        else:
             x = block(x)
-        return self.ln(x)
+    return x
 
 
 class _StockSSE(torch.autograd.Function):
@@ -275,6 +287,7 @@ class TSModule(nn.Module):
                                   cfg.codebook_restart)
         self.decoder = Decoder(n_p, d, cfg.n_heads, cfg.ts_dec_layers, cfg.dropout, cfg.mlp_ratio)
         self.head = nn.Linear(d, p * f)
+        self.encoder.checkpoint = self.decoder.checkpoint = cfg.checkpoint_ts
 
     def forward(self, xs, mask, decode: bool = True) -> BranchOutput:
         """xs (B, N, W, F) stock-major (invalid stocks zeroed), mask (B, N); ``decode=False`` skips the
