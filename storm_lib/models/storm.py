@@ -158,9 +158,22 @@ class Attention(nn.Module):
             mask = key_valid[:, None, None, :]
             if t == s:  # self-attention: a token always sees itself, so no row is fully masked
                 mask = mask | torch.eye(t, dtype=torch.bool, device=x.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        p = self.dropout if self.training else 0.0
+        if p > 0 and mask is None:
+            y = attention_with_dropout(q, k, v, p)
+        else:  # no dropout: the fused kernel
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def attention_with_dropout(q, k, v, p: float):
+    """softmax(q kᵀ / √d_h) with dropout p, times v: the computation of scaled_dot_product_attention's
+    math path (which dropout > 0 selects on a CPU), same operations and random draws, minus its guard
+    for fully masked rows (``_safe_softmax``: isneginf, all, where over the whole score tensor), which
+    cannot occur without a mask."""
+    s = (1.0 / math.sqrt(q.shape[-1])) ** 0.5
+    attn = torch.softmax((q * s) @ (k * s).transpose(-2, -1), dim=-1)
+    return F.dropout(attn, p, True) @ v
 
 
 class Block(nn.Module):
