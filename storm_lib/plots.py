@@ -1,13 +1,13 @@
 """Figures of the replication notebooks (matplotlib, object-oriented: no pyplot state).
 
 Every function returns a :class:`matplotlib.figure.Figure`; in a notebook the returned figure is shown
-once (IPython's inline formatter). Inputs are the frames of :mod:`storm_lib.notebook`:
+once (IPython's inline formatter). Inputs are the frames of :mod:`storm_lib.presentation`:
 
 * :func:`wealth`, :func:`drawdown`: daily returns, index date, columns model or (model, seed); several
   seeds are drawn as the mean of their wealth curves. The reference row (``Market Index``) is dashed black.
 * :func:`rolling_rankic`: daily RankIC, same layout; the seeds' daily values are averaged, then rolled.
 * :func:`code_usage`: a ``codes`` table (branch, code, count), usage sorted by frequency per branch.
-* :func:`codebook_curve`: :func:`storm_lib.notebook.codebook_sweep` against the codebook size, the paper's
+* :func:`codebook_curve`: :func:`storm_lib.presentation.codebook_sweep` against the codebook size, the paper's
   Figure 3b beside it.
 * :func:`equity_curves`: trading equity (method, seed, stock, date, equity), one panel per stock.
 """
@@ -22,15 +22,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-REFERENCE = ("Market Index", "Buy&Hold")
+REFERENCE = ("Market Index", "Buy&Hold", "Market (EW, total return)")
 STORM_STYLE = {"STORM": dict(color="#c0392b", lw=2.2), "STORM-w/o-TS": dict(color="#e67e22", lw=1.4, ls="-."),
                "STORM-w/o-CS": dict(color="#8e44ad", lw=1.4, ls="-.")}
 _CYCLE = ["#1f77b4", "#2ca02c", "#17becf", "#7f7f7f", "#bcbd22", "#8c564b", "#e377c2", "#393b79", "#006d77"]
 
 
 def _style(label: str, i: int) -> dict:
+    """Line style of a row: reference rows black and on top of everything (a model line that coincides
+    with Buy&Hold, e.g. an agent that stays invested, must not hide it), floors thin grey dotted."""
+    if label == "Market (EW, total return)":
+        return dict(color="black", lw=1.8, ls=":", zorder=6)
     if label in REFERENCE:
-        return dict(color="black", lw=1.6, ls="--")
+        return dict(color="black", lw=1.8, ls="--", zorder=6)
+    if str(label).startswith("Floor: "):
+        return dict(color="#999999", lw=0.9, ls=":", zorder=1)
     if label in STORM_STYLE:
         return dict(STORM_STYLE[label])
     return dict(color=_CYCLE[i % len(_CYCLE)], lw=1.0, alpha=0.9)
@@ -88,7 +94,7 @@ def _lines(ax, frame: pd.DataFrame, order=None):
     others = 0
     for c in cols:
         st = _style(c, others)
-        if c not in REFERENCE and c not in STORM_STYLE:
+        if c not in REFERENCE and c not in STORM_STYLE and not str(c).startswith("Floor: "):
             others += 1
         ax.plot(frame.index, frame[c], label=c, **st)
     if isinstance(frame.index, pd.DatetimeIndex):
@@ -233,7 +239,7 @@ def waterfall(steps: dict, paper: dict | None = None, title: str = "", ncols: in
     """Waterfall charts of the audit's cumulative steps, one panel per metric.
 
     ``steps``: metric -> Series of seed-mean values, index the steps in order (``clean`` first, then the
-    cumulative steps ``+name``; :func:`storm_lib.notebook.audit_means`). The first and last bars are
+    cumulative steps ``+name``; :func:`storm_lib.presentation.audit_means`). The first and last bars are
     levels (grey), the bars between float from the previous level to the next (green up, red down).
     ``paper``: metric -> a published value or a list of (label, value, ± range) lines, drawn dashed with a
     shaded range."""
@@ -287,7 +293,7 @@ def waterfall(steps: dict, paper: dict | None = None, title: str = "", ncols: in
 def cost_curves(curves: pd.DataFrame, metrics=("APY", "ASR"), title: str = "", order=None) -> Figure:
     """TopK-Drop metrics against the transaction cost (basis points of turnover), one panel per metric,
     one line per model. ``curves``: long (model, cost_bps, metric columns), e.g.
-    :func:`storm_lib.notebook.cost_curves`. The runs' own cost (1 bp) is marked."""
+    :func:`storm_lib.presentation.cost_curves`. The runs' own cost (1 bp) is marked."""
     fig, axes = _figure(len(metrics), width=11, height=3.8)
     if curves.empty:
         _empty(axes[0])

@@ -32,6 +32,8 @@ class TrainConfig:
     min_valid_stocks: int = 2
     keep_freed_memory: bool = True    # glibc: keep freed buffers in the process (train.keep_freed_memory);
                                       # exact, faster CPU steps, resident size stays near the step's peak
+    # -- GPU settings (storm_lib.train): bf16 autocast around the forward; the VQ distances stay fp32 ----
+    autocast: str | None = None       # None (fp32) or "bf16": torch.autocast(device, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,24 @@ PROFILES: dict[str, Profile] = {
         note="official dimensions (official-code.md §2); for GPU users",
     ),
 }
+
+
+#: TrainConfig fields added after results were committed, with the default that leaves them out of run
+#: and fit identities (so existing run directories keep their hash); any other value is hashed
+IDENTITY_NEUTRAL = {"autocast": None, "keep_freed_memory": True}  # keep_freed_memory never changes numbers
+
+
+def profile_identity(profile: str | Profile) -> dict:
+    """The profile as hashed into run and fit identities: every field but ``note``, without the
+    :data:`IDENTITY_NEUTRAL` training fields that are at their neutral default."""
+    from dataclasses import asdict
+
+    out = asdict(get_profile(profile))
+    out.pop("note", None)
+    for k, v in IDENTITY_NEUTRAL.items():
+        if k in out["train"] and out["train"][k] == v:
+            del out["train"][k]
+    return out
 
 
 def get_profile(profile: str | Profile) -> Profile:

@@ -44,9 +44,10 @@ from pathlib import Path
 import pandas as pd
 
 from . import data as data_mod
+from . import executors
 from .features import FEATURE_VERSION
 from .panel import PROTOCOLS
-from .profiles import PROFILES, get_profile
+from .profiles import PROFILES, get_profile, profile_identity
 from .tasks import TASKS, RunCache, RunContext, RunOutput
 from .utils import atomic_write
 
@@ -193,11 +194,9 @@ def _task_config(spec: RunSpec) -> dict:
 
 def identity(spec: RunSpec, ctx: RunContext) -> dict:
     """Everything the identity hash covers (loads the universe's prices to hash them)."""
-    profile = asdict(get_profile(spec.profile))
-    profile.pop("note", None)  # documentation only
     return {
         "spec": {**asdict(spec), "options": spec.options_dict},
-        "profile": profile,
+        "profile": profile_identity(spec.profile),  # no note; new training fields only when set
         "task_config": _task_config(spec),
         "data": {"prices": ctx.prices_hash(spec.universe), "index": ctx.index_hash(spec.universe)},
         "feature_version": FEATURE_VERSION,
@@ -255,6 +254,7 @@ def hardware() -> dict:
         import torch
 
         out["torch_threads"] = torch.get_num_threads()
+        out["torch_device"] = "cuda" if torch.cuda.is_available() else "cpu"  # what a fit picks by default
         out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except Exception:  # noqa: BLE001 - provenance only
         pass
@@ -418,16 +418,21 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
 
 
 def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop_on_error: bool = False,
-             cache: RunCache | None = None, argv: list[str] | None = None) -> pd.DataFrame:
+             cache: RunCache | None = None, argv: list[str] | None = None, executor=None) -> pd.DataFrame:
     """Run ``specs`` in order, skipping finished ones; prices and panels are shared through ``cache``.
 
     Returns one row per spec: spec columns, ``status`` (done / skipped / busy / failed), ``seconds``,
     ``run_dir``, ``error`` (the traceback of a failed run). ``stop_on_error``: re-raise the first
     failure's exception (its partial directory removed; finished runs stay finished).
+    ``executor``: None / ``"local"`` (this process), ``"ray"`` (one Ray task per run, the same run
+    directories) or an executor object (:mod:`storm_lib.executors`).
     """
     from tqdm.auto import tqdm
 
     specs = list(specs)
+    if executor not in (None, "local"):
+        rows = executors.get_executor(executor).run(specs, results_dir, data_dir, progress, stop_on_error, cache, argv)
+        return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["status", "seconds", "run_dir", "error"])
     cache = cache if cache is not None else RunCache()
     rows = []
     bar = tqdm(specs, desc="runs", disable=not progress, unit="run")
@@ -601,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true", help="print each run directory and whether it is finished")
     ap.add_argument("--stop-on-error", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    executors.add_arguments(ap)  # --executor local|ray, --address, per-run resources
     return ap
 
 
@@ -653,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         try:
             specs = _specs_from_args(args)
+            executor = executors.from_args(args)
             if args.dry_run:
                 ctx = RunContext(data_dir=args.data_dir, progress=False)
                 for spec in specs:
@@ -663,7 +670,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         summary = run_grid(specs, args.results_dir, args.data_dir, progress=not args.quiet,
-                           stop_on_error=args.stop_on_error, argv=["python", "-m", "storm_lib.run", *argv])
+                           stop_on_error=args.stop_on_error, argv=["python", "-m", "storm_lib.run", *argv],
+                           executor=executor)
         for row in summary.itertuples():
             print(f"\n{row.status}: {row.run_dir or ''} ({row.seconds:.1f} s)")
             if row.status in ("done", "skipped"):

@@ -13,6 +13,7 @@ test split unless the protocol itself says validation = test (``paper``, the off
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .panel import Panel, Protocol, get_protocol
 from .profiles import TrainConfig
-from .utils import atomic_write
+from .utils import atomic_write, pick_device  # noqa: F401 - pick_device re-exported
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,22 +41,41 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch; deterministic algorithms where torch has them (CPU is exact)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+    cuda_determinism()
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given; else CUDA when present, else CPU.
+# --- GPU settings: CUDA determinism flags and bf16 autocast (TrainConfig.autocast) ---------------
 
-    CPU threads: ``$STORM_NUM_THREADS`` when set, else torch's default (one per physical core).
-    On a machine shared with other jobs, 1 thread is often faster than 2.
-    """
-    threads = os.environ.get("STORM_NUM_THREADS")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+def cuda_determinism() -> None:
+    """The CUDA side of determinism (torch docs, "Reproducibility"): a fixed cuBLAS workspace
+    (``CUBLAS_WORKSPACE_CONFIG=:4096:8``, read when cuBLAS starts, so set before the first CUDA op;
+    an existing value is kept), deterministic cuDNN without autotuning, no TF32 matmuls. On CPU these
+    flags change nothing."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+AUTOCAST = {"bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, how: str | None):
+    """The context of a forward pass: ``torch.autocast(device.type, dtype=torch.bfloat16)`` for
+    ``how="bf16"``, nothing for None. The quantiser keeps its distances and argmin in float32
+    (storm_lib.models.quantizer disables autocast there)."""
+    if how is None:
+        return contextlib.nullcontext()
+    if how not in AUTOCAST:
+        raise ValueError(f"autocast must be None or one of {list(AUTOCAST)}, got {how!r}")
+    return torch.autocast(device.type, dtype=AUTOCAST[how])
+
+
+_autocast = autocast  # for functions whose ``autocast`` parameter shadows the helper
 
 
 # glibc mallopt parameters (malloc.h)
@@ -134,8 +154,9 @@ def batch(panel: Panel, t: np.ndarray, device: torch.device, cfg: TrainConfig | 
 
 
 def predict(net: torch.nn.Module, panel: Panel, t: np.ndarray, batch_size: int = 32,
-            device: torch.device | None = None, sample: bool = False) -> np.ndarray:
+            device: torch.device | None = None, sample: bool = False, autocast: str | None = None) -> np.ndarray:
     """Scores (len(t), N) from the network in eval mode; NaN where the stock is not valid.
+    ``autocast``: :attr:`TrainConfig.autocast` (the forward under bf16 autocast).
 
     Runs under ``torch.inference_mode()``; a network with a ``predict(x, mask, sample=...)`` method
     (STORM: no decoders, no reconstruction or posterior terms) is called through it, otherwise
@@ -150,7 +171,8 @@ def predict(net: torch.nn.Module, panel: Panel, t: np.ndarray, batch_size: int =
             for i in range(0, len(t), batch_size):
                 tb = t[i:i + batch_size]
                 x, mask, _ = batch(panel, tb, device, with_y=False)
-                pred = fast(x, mask, sample=sample) if fast is not None else net(x, mask, sample=sample).pred
+                with _autocast(device, autocast):
+                    pred = fast(x, mask, sample=sample) if fast is not None else net(x, mask, sample=sample).pred
                 out.append(pred.float().cpu().numpy())
     finally:
         net.train(was_training)
@@ -158,9 +180,9 @@ def predict(net: torch.nn.Module, panel: Panel, t: np.ndarray, batch_size: int =
     return np.where(panel.valid[t], scores, np.nan)
 
 
-def evaluate(net, panel: Panel, t: np.ndarray, batch_size: int = 32) -> dict:
+def evaluate(net, panel: Panel, t: np.ndarray, batch_size: int = 32, autocast: str | None = None) -> dict:
     """RankIC summary of the network's scores on window ends ``t`` (standard convention)."""
-    scores = panel.frame(predict(net, panel, t, batch_size), t)
+    scores = panel.frame(predict(net, panel, t, batch_size, autocast=autocast), t)
     daily = metrics.rank_ic(scores, panel.label_frame(t))
     if daily.notna().sum() == 0:
         return {"RankIC": float("nan"), "RankICIR": float("nan")}
@@ -245,7 +267,8 @@ def fit(
         for s in bar:
             tb = np.sort(train_t[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]])
             x, mask, y = batch(panel, tb, device, cfg)
-            out = net(x, mask, y)
+            with autocast(device, cfg.autocast):
+                out = net(x, mask, y)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.grad_clip:
@@ -257,7 +280,7 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + v.item()
             bar.set_postfix(loss=f"{sums['loss'] / (s + 1):.4f}")
         row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}}
-        val = evaluate(net, panel, valid_t, cfg.eval_batch_size)
+        val = evaluate(net, panel, valid_t, cfg.eval_batch_size, cfg.autocast)
         row.update({"val_RankIC": val["RankIC"], "val_RankICIR": val["RankICIR"],
                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0})
         score = val["RankIC"] if cfg.select_metric == "rankic" else -row["loss"]

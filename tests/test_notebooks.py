@@ -3,7 +3,7 @@
 Structural checks read ``notebooks/*.ipynb`` as JSON: a ``parameters``-tagged first code cell, kernel
 ``python3``, no stored outputs, imports only from storm_lib and standard or scientific libraries, every
 parameter handed to ``nb.setup`` and a footer cell at the end. The unit tests exercise
-``storm_lib.notebook`` and ``storm_lib.plots`` on tiny synthetic run directories (no model is fitted).
+``storm_lib.presentation`` and ``storm_lib.plots`` on tiny synthetic run directories (no model is fitted).
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storm_lib import notebook as nb
-from storm_lib import plots, report
+from storm_lib import plots
+from storm_lib import presentation as nb
+from storm_lib.presentation import paper as report
 from storm_lib.run import RunSpec
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = {"table2_portfolio", "table3_trading", "table4_rankic", "ablation", "fig3_codebook", "audit"}
 AUDIT_PARAMS = {"universes": ["dj30"], "models": ["storm", "lightgbm"], "seeds": "all", "profile": "cpu",
-                "data_dir": None, "results_dir": None, "run_missing": True}
+                "data_dir": None, "results_dir": None, "run_missing": True, "executor": "local"}
 ALLOWED_IMPORTS = {"storm_lib", "IPython", "numpy", "pandas", "matplotlib", "scipy"} | set(sys.stdlib_module_names)
-COMMON_PARAMS = {"seeds", "protocol", "profile", "convention", "data_dir", "results_dir", "run_missing", "models"}
+COMMON_PARAMS = {"seeds", "protocol", "profile", "convention", "data_dir", "results_dir", "run_missing", "models",
+                 "executor"}
 
 
 def _load(path: Path) -> dict:
@@ -101,6 +103,7 @@ class TestStructure:
         assert COMMON_PARAMS <= set(p), f"missing {COMMON_PARAMS - set(p)}"
         assert p["seeds"] == "all" and p["protocol"] == "clean" and p["profile"] == "cpu"
         assert p["data_dir"] is None and p["results_dir"] is None and p["run_missing"] is True
+        assert p["executor"] == "local"
         assert "universes" in p or "universe" in p
         if path.stem in ("table2_portfolio", "table4_rankic", "ablation"):
             assert p["universes"] == ["dj30", "sp500"]
@@ -155,6 +158,8 @@ def test_setup_rejects_bad_parameters():
                  conventions=("standard", "official"), **common)
     with pytest.raises(nb.NotebookStop, match="unknown stock"):
         nb.setup("t", universe="dj30", stocks="AAPL,TSLA", protocol="clean", profile="smoke", **common)
+    with pytest.raises(nb.NotebookStop, match="unknown executor"):
+        nb.setup("t", universes="sample", protocol="sample", profile="smoke", executor="dask", **common)
 
 
 @pytest.mark.parametrize("how", ["empty_dir", "unset"])
@@ -297,6 +302,7 @@ def test_comparison_against_the_paper_and_ours_only(portfolio):
     cells = sty.data
     assert list(cells.columns) == list(nb.PORTFOLIO_METRICS)
     assert cells.index[0] == "Market Index" and cells.index[-1] == "STORM-w/o-CS"
+    assert "Market Index (^DJI, price index, no dividends)" in sty.to_html()
     assert "paper 0.148 ± 0.046" in cells.loc["STORM", "APY"] and "(n=2)" in cells.loc["STORM", "APY"]
     assert "<table" in sty.to_html()
     ours = nb.comparison(m, "portfolio", "dj30", "paper", paper=False)
@@ -312,8 +318,16 @@ def test_improvement_table_follows_report(portfolio):
     assert imp.loc["APY", "paper (%)"] == "94.74"
     ours = nb.select(m, "test", "paper", nb.PORTFOLIO_METRICS, universe="dj30")
     ref = report.improvement(ours[["model", "metric", "value", "seed"]], "portfolio")
-    assert imp.loc["CR", "ours (%)"] == pytest.approx(round(ref.loc["CR", "improvement"], 1))
+    assert imp.loc["CR", "ours (%)"] == f"{ref.loc['CR', 'improvement']:.1f}"
     assert "paper (%)" not in nb.improvement_table(m, "portfolio", "dj30", "paper", paper=False)
+    # a best baseline whose mean is within its own interval over seeds of zero: not meaningful
+    from storm_lib.presentation.tables import near_zero
+    assert near_zero([0.01, -0.02, 0.015]) and not near_zero([0.10, 0.11, 0.12]) and not near_zero([0.0])
+    noisy = m.copy()
+    base = ref.loc["APY", "best_baseline"]
+    sel = (noisy["row"] == base) & (noisy["metric"] == "APY") & (noisy["split"] == "test")
+    noisy.loc[sel, "value"] = [0.01 * (-1) ** i for i in range(sel.sum())]
+    assert nb.improvement_table(noisy, "portfolio", "dj30", "paper").loc["APY", "ours (%)"] == "n/m"
 
 
 def test_daily_and_plots(portfolio):
@@ -398,9 +412,9 @@ def test_trading_tables_and_equity_plot(tmp_path):
     assert sum(ax.get_visible() for ax in fig.axes) == 5
     cfg = nb.trading_config({"stocks": ["AAPL"], "cost": 1e-4, "budgets": {"cpu": {"ppo": {"timesteps": 5}}}}, "cpu")
     assert cfg.data.loc["budget ppo (cpu)", "value"] == "timesteps=5"
-    from storm_lib.trading import experiment   # the task's config is a per-spec function: fixed settings + budgets
+    from storm_lib.tasks import trading as trading_task   # the task's config is a per-spec function: fixed settings + budgets
 
-    cfg = nb.trading_config(experiment.run_task.config, "smoke").data
+    cfg = nb.trading_config(trading_task.run_task.config, "smoke").data
     assert cfg.loc["cost", "value"] == "0.0001" and {f"budget {a} (smoke)" for a in ("dqn", "sac", "ppo")} <= set(cfg.index)
 
 
@@ -440,7 +454,11 @@ def test_footer_info_and_rerun_command(portfolio, monkeypatch):
         assert key in info["versions"]
     assert {"platform", "CPU count", "GPU"} <= set(info["hardware"])
     cmd = info["command"]
-    assert cmd.startswith("STORM_DATA_DIR=/data/storm ")
+    assert cmd.startswith("STORM_DATA_DIR=/path/to/data ")   # no machine-local path on a page
+    assert "/data/storm" not in cmd
+    ctx.raw["results_dir"] = str(nb.REPO_ROOT / "results")
+    assert "-p results_dir results" in nb.footer_info(ctx)["command"]
+    ctx.raw.pop("results_dir")
     assert "papermill --cwd notebooks notebooks/table2_portfolio.ipynb" in cmd
     assert "-p universes dj30,sp500 -p seeds 0,1 -p data_dir None -p run_missing True" in cmd
     assert info["wall_seconds"] >= 0

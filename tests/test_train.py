@@ -161,7 +161,7 @@ def test_compare_to_paper_reads_the_profiles_not_a_copy():
 
 def test_profile_table_bolds_the_rows_that_differ():
     pytest.importorskip("jinja2")
-    from storm_lib import notebook as nb
+    from storm_lib import presentation as nb
 
     html = nb.profile_table("cpu").to_html()
     assert html.count("font-weight: bold") >= 1 and "official code" in html

@@ -17,11 +17,12 @@ profile = "cpu"      # smoke (seconds, proves the code runs) | cpu (default) | p
 {convention}
 data_dir = None      # None: $STORM_DATA_DIR
 results_dir = None   # None: $STORM_RESULTS_DIR, else results/ at the repository root
-run_missing = True   # run missing runs now (cached runs are never rerun); False: show only finished runs'''
+run_missing = True   # run missing runs now (cached runs are never rerun); False: show only finished runs
+executor = "local"   # local (this process) | ray (one Ray task per missing run; cluster: $RAY_ADDRESS)'''
 
 SETUP_IMPORTS = '''from IPython.display import Markdown, display
 
-import storm_lib.notebook as nb
+import storm_lib.presentation as nb
 from storm_lib import plots
 '''
 
@@ -86,7 +87,7 @@ def nb_(cells):
 
 def params(text):
     c = new_code_cell(text)
-    c.metadata["tags"] = ["parameters"]
+    c.metadata["tags"] = ["parameters", "hide-input"]   # the book shows outputs; the code is one click away
     return c
 
 
@@ -94,8 +95,12 @@ def md(text):
     return new_markdown_cell(text.strip())
 
 
-def code(text):
-    return new_code_cell(text.strip())
+def code(text, tag: str = "hide-input"):
+    """A code cell; in the book its input is hidden (``hide-input``: one click shows it) or removed
+    (``remove-input``: plumbing whose output is all that matters)."""
+    c = new_code_cell(text.strip())
+    c.metadata["tags"] = [tag]
+    return c
 
 
 # ---------------------------------------------------------------- table 2
@@ -108,23 +113,29 @@ Every return model scores the stocks of a universe each day of the test period (
 portfolio holds the k = 5 best-scored stocks in equal weights, replaces at most d = 3 of them a day and
 pays 1e-4 on turnover. The six columns: APY (annualised yield), CW (cumulative wealth), CR (Calmar ratio),
 ASR (annualised Sharpe ratio), MDD (maximum drawdown), AVO (annualised volatility). The rows are the
-paper's: the Market Index (^DJI for DJ30, SPY for SP500, as buy-and-hold), six baselines, STORM and its
-two ablations. Convention `paper` (the default) is the one the published tables satisfy: ASR = APY/AVO,
-AVO annualised (see the Method page).
+paper's: the Market Index (^DJI for DJ30: a **price index without dividends**; SPY's adjusted close for
+SP500: with dividends), six baselines, STORM and its two ablations; then rows the paper does not have: the
+**total-return market** (`Market (EW, total return)`: the universe's stocks bought in equal weights on the
+first test day and held, dividends included; every portfolio here earns dividends, so this is the fair
+market) and five **floors** (`Floor: ...`: 1- and 5-day reversal, 20- and 60-day momentum, 20-day low
+volatility, one-line signals scored each day from prices up to that day, through the same TopK-Drop code).
+Deterministic rows show one number. Convention `paper` (the default) is the one the published tables
+satisfy: ASR = APY/AVO, AVO annualised (see the Method page).
 
 Parameters (papermill `-p`): `universes`, `models`, `seeds`, `protocol`, `profile`, `convention`,
-`data_dir`, `results_dir`, `run_missing`. Runs are read from the results directory; missing ones are run
+`data_dir`, `results_dir`, `run_missing`, `executor`. Runs are read from the results directory; missing ones are run
 first. With `-p universes sample -p protocol sample` it runs on the embedded offline sample and shows our
 numbers only.
 """),
     params('''universes = ["dj30", "sp500"]   # or "dj30,sp500"; sample: the offline sample, with protocol sample (no paper numbers)
 models = ["market", "lightgbm", "lstm", "transformer", "cafactor", "factorvae", "hirevae",
-          "storm", "storm_wo_ts", "storm_wo_cs"]   # registry names; the rows of the paper's tables
+          "storm", "storm_wo_ts", "storm_wo_cs",   # registry names; the rows of the paper's tables
+          "ew_buy_hold", "reversal_1d", "reversal_5d", "momentum_20d", "momentum_60d", "low_vol_20d"]   # ours
 ''' + COMMON_TAIL.format(convention='convention = "paper"  # portfolio metrics: paper (ASR is APY/AVO, as published) | standard | official')),
     code(SETUP_IMPORTS + '''
 ctx = nb.setup("table2_portfolio", universes=universes, models=models, seeds=seeds, protocol=protocol,
                profile=profile, convention=convention, data_dir=data_dir, results_dir=results_dir,
-               run_missing=run_missing)'''),
+               run_missing=run_missing, executor=executor)'''),
     md("""
 ## Runs
 
@@ -159,7 +170,7 @@ mean of the seeds' wealth curves), against the market index (dashed black)."""),
     md(STATS_MD.format(extra=COSTS_MD)),
     code("nb.uncertainty(ctx, plan, m, costs=True)"),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- table 3
@@ -183,7 +194,7 @@ row: their AVO and ASR are not comparable with the paper's model rows (`-p conve
 of ours on the code's scale instead). The task's fixed settings are printed below.
 
 Parameters: `universe`, `stocks`, `models`, `seeds`, `protocol`, `profile`, `convention`, `data_dir`,
-`results_dir`, `run_missing`. The embedded sample lacks IBM and INTC: with `-p protocol sample` this page
+`results_dir`, `run_missing`, `executor`. The embedded sample lacks IBM and INTC: with `-p protocol sample` this page
 runs nothing and says so.
 """),
     params('''universe = "dj30"   # the trading task's universe (the paper's: DJ30)
@@ -191,15 +202,15 @@ stocks = ["AAPL", "JPM", "IBM", "INTC", "MSFT"]   # shown here; every run trades
 models = ["buy_and_hold", "lightgbm", "lstm", "transformer", "dqn", "sac", "ppo",
           "storm", "storm_wo_ts", "storm_wo_cs"]   # keys of storm_lib.trading.experiment.METHODS
 ''' + COMMON_TAIL.format(convention='convention = "paper"  # paper (annualised, as the paper\'s Buy&Hold rows) | standard | official (the code\'s)')),
-    code(SETUP_IMPORTS + '''from storm_lib.trading import experiment
+    code(SETUP_IMPORTS + '''from storm_lib.tasks import trading as trading_task
 
 ctx = nb.setup("table3_trading", universe=universe, stocks=stocks, models=models, seeds=seeds,
                protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)'''),
+               results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nOne run per (method, seed) of `storm_lib.run` (task `trading`), each trading the five stocks."),
     code('''plan = ctx.ensure(ctx.specs("trading"))
 m = ctx.metrics(plan)
-nb.trading_config(experiment.run_task.config, ctx.profile)'''),
+nb.trading_config(trading_task.run_task.config, ctx.profile)'''),
     md("## Ours against the paper, per stock\n\n" + READING),
     code('''for s in ctx.stocks:
     display(Markdown(f"**{s}**, test split, convention `{ctx.convention}`"),
@@ -219,7 +230,7 @@ baselines, STORM and its ablations), `agents` the RL training summed over the fi
 whole run (fit, agents and evaluation) as recorded in its `run.json`."""),
     code("nb.training_time(m, plan)"),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- table 4
@@ -231,21 +242,24 @@ How well each model's scores rank the next day's returns: RankIC is the Spearman
 scores and the realised next-day returns across the stocks of a day, averaged over the days of the test
 period; RankICIR is that mean divided by the standard deviation of the daily values (not annualised).
 Convention `standard` (the per-day Spearman mean, as Qlib computes it); `official` is the released code's
-variant. The numbers come from the same runs as Tables 1 and 2 (task `portfolio`).
+variant. The numbers come from the same runs as Tables 1 and 2 (task `portfolio`). The `Floor: ...` rows
+(not in the paper) are one-line price signals scored each day from prices up to that day: 1- and 5-day
+reversal, 20- and 60-day momentum, 20-day low volatility; they are deterministic (one number, no ±).
 
 Parameters: `universes`, `models`, `seeds`, `protocol`, `profile`, `convention`, `window` (days of the
-rolling mean), `data_dir`, `results_dir`, `run_missing`.
+rolling mean), `data_dir`, `results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30", "sp500"]   # or "dj30,sp500"; sample: the offline sample, with protocol sample (no paper numbers)
 models = ["lightgbm", "lstm", "transformer", "cafactor", "factorvae", "hirevae",
-          "storm", "storm_wo_ts", "storm_wo_cs"]   # the rows of Table 4 (the Market Index has no scores)
+          "storm", "storm_wo_ts", "storm_wo_cs",   # the rows of Table 4 (the Market Index has no scores)
+          "reversal_1d", "reversal_5d", "momentum_20d", "momentum_60d", "low_vol_20d"]   # floors (ours)
 window = 63          # trading days of the rolling mean in the daily RankIC figure
 ''' + COMMON_TAIL.format(convention='convention = "standard"  # IC convention: standard (per-day Spearman mean) | official')),
     code(SETUP_IMPORTS + '''from storm_lib.metrics import IC_CONVENTIONS
 
 ctx = nb.setup("table4_rankic", conventions=IC_CONVENTIONS, universes=universes, models=models, seeds=seeds,
                protocol=protocol, profile=profile, convention=convention, window=window, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)'''),
+               results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs"),
     code('''plan = ctx.ensure(ctx.specs("portfolio"))
 m = ctx.metrics(plan)'''),
@@ -272,7 +286,7 @@ averaged), as a rolling mean: where in the test period a model ranks well, and h
     md(STATS_MD.format(extra="")),
     code("nb.uncertainty(ctx, plan, m)"),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- ablation
@@ -286,10 +300,11 @@ side on the three tasks: the TopK-Drop portfolio (Tables 1/2, convention `conven
 RankICIR (Table 4, standard convention) and single-stock trading (Table 3, convention `convention`; the
 paper's trading rows mix units, see the Table 3 page). Per variant, `ours` is our mean over seeds and
 `paper` the paper's mean over 10 runs; ▲ marks the best of the three variants in our runs (lowest for
-MDD and AVO, highest otherwise).
+MDD and AVO, highest otherwise). Column `best floor`: the best of the five trivial floors (one-line price
+signals, deterministic; portfolio and RankIC only), the level a variant has to beat to show learning.
 
 Parameters: `universes` (portfolio and RankIC), `stocks` and `trading_universe` (trading; `stocks=[]`
-skips it), `models`, `seeds`, `protocol`, `profile`, `convention`, `data_dir`, `results_dir`, `run_missing`.
+skips it), `models`, `seeds`, `protocol`, `profile`, `convention`, `data_dir`, `results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30", "sp500"]   # portfolio and RankIC; sample: the offline sample, with protocol sample
 stocks = ["AAPL", "JPM", "IBM", "INTC", "MSFT"]   # trading; [] skips the trading task
@@ -299,13 +314,14 @@ models = ["storm", "storm_wo_ts", "storm_wo_cs"]
     code(SETUP_IMPORTS + '''
 ctx = nb.setup("ablation", universes=universes, stocks=stocks, trading_universe=trading_universe, models=models,
                seeds=seeds, protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)'''),
+               results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nThe same runs as the three table pages (cached when those pages ran first)."),
     code('''plan = ctx.ensure(ctx.specs("portfolio"))
+floor_plan = ctx.ensure(ctx.specs("portfolio", models=nb.FLOOR_MODELS))
 trading_plan = ctx.ensure(ctx.specs("trading"))'''),
     md("## The three variants on the three tasks"),
     code('''ab = nb.ablation_frame(ctx.metrics(plan), ctx.metrics(trading_plan), ctx.universes, ctx.stocks,
-                      convention=ctx.convention, paper=ctx.protocol != "sample")
+                      convention=ctx.convention, paper=ctx.protocol != "sample", m_floors=ctx.metrics(floor_plan))
 nb.ablation_table(ab)'''),
     md("""
 ## Reading the table
@@ -315,7 +331,7 @@ three variants in our runs and in the paper, and how often our best variant is t
     code("display(Markdown(nb.ablation_text(ab)))"),
     *profile_cells(True),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- fig 3
@@ -331,12 +347,12 @@ and RankICIR for K = 128 to 2048, best at 512; the paper does not say which data
 frequency, with the share of entries used and the perplexity exp(H) of the usage distribution (K for a
 perfectly even use, 1 for a single entry). (b) Ours: one STORM portfolio run per K (the profile's default K,
 512 in the `cpu` profile, is the run without options), RankIC and RankICIR on the test period, next to the
-paper's values read by eye from Figure 3b (`storm_lib.notebook.PAPER_FIG3B`, transcribed in
+paper's values read by eye from Figure 3b (`storm_lib.presentation.codebook.PAPER_FIG3B`, transcribed in
 reference/paper.md §9, about ±0.001 RankIC and ±0.005 RankICIR).
 
 Parameters: `universes` (default DJ30: the paper does not say, and an SP500 STORM run costs about half an
 hour per K on the CPU), `models` (default STORM), `sizes`, `seeds`, `protocol`, `profile`, `convention` (IC), `data_dir`,
-`results_dir`, `run_missing`.
+`results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30"]   # the paper does not state Figure 3's dataset; "dj30,sp500" for both
 models = ["storm"]     # STORM; the ablations storm_wo_ts (CS codebook only) and storm_wo_cs (TS only) work too
@@ -346,7 +362,7 @@ sizes = [128, 256, 512, 1024, 2048]   # codebook sizes K of panel (b)
 
 ctx = nb.setup("fig3_codebook", conventions=IC_CONVENTIONS, universes=universes, models=models, sizes=sizes,
                seeds=seeds, protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)'''),
+               results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nSTORM portfolio runs, one per codebook size (option `codebook_size=K`) and seed."),
     code('''plan = ctx.ensure(nb.codebook_specs(ctx))
 m = ctx.metrics(plan)'''),
@@ -357,7 +373,7 @@ Share of the test windows' tokens that each codebook entry receives, entries sor
 used (the dashed line is a perfectly even use), for the default-K run (first seed)."""),
     code('''for u, model in [(u, x) for u in ctx.universes for x in ctx.models]:
     codes = nb.codes(plan, u, model)
-    display(Markdown(f"**{u.upper()}, {nb.report.model_label(model)}**"), nb.codebook_stats(codes).round(3),
+    display(Markdown(f"**{u.upper()}, {nb.model_label(model)}**"), nb.codebook_stats(codes).round(3),
             plots.code_usage(codes, title=f"{u.upper()}: codebook usage over the test windows"))'''),
     md("""
 ## (b) Codebook size
@@ -366,11 +382,11 @@ RankIC and RankICIR on the test period against K (ours: mean ± std over seeds),
 beside them (dataset not stated, values read by eye)."""),
     code('''for u, model in [(u, x) for u in ctx.universes for x in ctx.models]:
     sweep = nb.codebook_sweep(m, u, model, convention=ctx.convention)
-    display(Markdown(f"**{u.upper()}, {nb.report.model_label(model)}**"), sweep.round(3),
-            plots.codebook_curve(sweep, title=f"{u.upper()}: {nb.report.model_label(model)} against the codebook size"))'''),
+    display(Markdown(f"**{u.upper()}, {nb.model_label(model)}**"), sweep.round(3),
+            plots.codebook_curve(sweep, title=f"{u.upper()}: {nb.model_label(model)} against the codebook size"))'''),
     *profile_cells(False),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 # ---------------------------------------------------------------- protocol audit
@@ -398,7 +414,7 @@ same seed, a waterfall of the cumulative path for APY, ASR and RankIC, and the p
 numbers beside them, with a generated reading. Default models: STORM and LightGBM (the strongest
 baseline of our runs).
 
-Parameters: `universes`, `models`, `seeds`, `profile`, `data_dir`, `results_dir`, `run_missing`.
+Parameters: `universes`, `models`, `seeds`, `profile`, `data_dir`, `results_dir`, `run_missing`, `executor`.
 """),
     params('''universes = ["dj30"]   # dj30 and/or sp500 (the audit needs the clean and paper protocols: no sample)
 models = ["storm", "lightgbm"]   # STORM and the strongest baseline; any portfolio model but the market index
@@ -406,10 +422,11 @@ seeds = "all"          # all: the seeds audited so far (seed 0 where none), or e
 profile = "cpu"        # smoke (seconds, proves the code runs) | cpu (default) | paper (official sizes, GPU)
 data_dir = None        # None: $STORM_DATA_DIR
 results_dir = None     # None: $STORM_RESULTS_DIR, else results/ at the repository root
-run_missing = True     # run missing runs now (cached runs are never rerun); False: show only finished runs'''),
+run_missing = True     # run missing runs now (cached runs are never rerun); False: show only finished runs
+executor = "local"     # local (this process) | ray (one Ray task per missing run; cluster: $RAY_ADDRESS)'''),
     code(SETUP_IMPORTS + '''
 ctx = nb.setup("audit", universes=universes, models=models, seeds=seeds, profile=profile, data_dir=data_dir,
-               results_dir=results_dir, run_missing=run_missing)
+               results_dir=results_dir, run_missing=run_missing, executor=executor)
 nb.switch_table(styled=True)'''),
     md("""
 ## Runs
@@ -439,13 +456,13 @@ cumulative step as a green (up) or red (down) bar, every switch on (dark grey), 
 dashed with its ± range shaded. The text below each chart is generated from the numbers."""),
     code('''for u in ctx.universes:
     for model in ctx.models:
-        label = nb.report.model_label(model)
+        label = nb.model_label(model)
         display(Markdown(f"### {u.upper()}: {label}"), nb.audit_styled(at, u, model, ctx.seeds, ctx.profile),
                 plots.waterfall(nb.audit_waterfall(at, u, model), nb.audit_paper_lines(u, model),
                                 title=f"{u.upper()}, {label}: clean → every switch on (mean over seeds)"),
                 Markdown(nb.audit_text(at, u, model)))'''),
     md(FOOTER_MD),
-    code("nb.footer(ctx)"),
+    code("nb.footer(ctx)", "remove-input"),
 ])
 
 out = ROOT / "notebooks"

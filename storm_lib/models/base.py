@@ -103,7 +103,8 @@ class TorchReturnModel(ReturnModel):
     def predict_array(self, panel: Panel, t: np.ndarray, sample: bool = False) -> np.ndarray:
         if self.net is None:
             raise RuntimeError(f"{self.name}: call fit() or load() first")
-        return train_mod.predict(self.net, panel, t, self.train_cfg.eval_batch_size, sample=sample)
+        return train_mod.predict(self.net, panel, t, self.train_cfg.eval_batch_size, sample=sample,
+                                 autocast=self.train_cfg.autocast)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..profiles import get_profile
+from ..profiles import profile_identity
 
 #: the package modules whose source decides a fit (hashed into :func:`fit_key`)
 TRAINING_SOURCES = ("models", "train.py", "panel.py", "features.py", "profiles.py", "data.py")
@@ -52,13 +52,12 @@ def fit_key(ctx, universe: str, model: str, kwargs: dict, protocol, profile: str
     import torch
 
     from ..features import FEATURE_VERSION
-    from ..train import pick_device
+    from ..utils import pick_device
 
     from ..panel import get_protocol
 
     device = pick_device(None)   # applies $STORM_NUM_THREADS as the fit will
-    prof = asdict(get_profile(profile))
-    prof.pop("note", None)
+    prof = profile_identity(profile)
     ident = {"universe": universe, "prices": ctx.prices_hash(universe), "model": model, "kwargs": kwargs,
              "protocol": _jsonable(get_protocol(protocol)), "profile": prof, "seed": int(seed), "feature_set": feature_set,
              "normalization": normalization, "feature_version": FEATURE_VERSION,

@@ -4,8 +4,13 @@ One run fits one return model on the protocol's train split (selection on its va
 predicts the validation and test splits and evaluates each: RankIC / RankICIR (both IC conventions)
 and a TopK-Drop portfolio (k = 5, d = 3, cost 1e-4, ``variant="paper"``) with the six portfolio
 metrics APY CW CR ASR MDD AVO in every convention of :data:`storm_lib.metrics.CONVENTIONS`. The
-pseudo-model ``"market"`` is the universe's market index (the tables' "Market Index" row): no fit,
-its buy-and-hold returns take the place of the portfolio's.
+pseudo-model ``"market"`` is the universe's market index (the tables' "Market Index" row; ^DJI is a
+price index without dividends, SPY's adjusted close includes them): no fit, its buy-and-hold returns
+take the place of the portfolio's. The pseudo-model ``"ew_buy_hold"`` is the total-return market of
+either universe: its stocks bought in equal weights on a split's first day and held (adjusted closes).
+The floors (:data:`storm_lib.floors.FLOORS`: 1- and 5-day reversal, 20- and 60-day momentum, 20-day low
+volatility) are deterministic pseudo-models scored each day from prices up to that day, evaluated by
+the same RankIC and TopK-Drop code as the models.
 
 ``metrics`` columns: ``split`` (valid, test), ``convention`` (standard, paper, official; ``-`` where
 none applies), ``metric`` (RankIC, RankICIR, ic_days; APY, CW, CR, ASR, MDD, AVO, n_days; turnover), ``value``.
@@ -32,13 +37,16 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, portfolio
+from ..floors import EW_MARKET, FLOORS, floor_scores
 from ..features import resolve_feature_set
 from ..panel import get_protocol
 from ..profiles import get_profile
-from . import RunContext, RunOutput
+from .base import RunContext, RunOutput
 from .fits import fit_model
 
 MARKET = "market"
+#: pseudo-models without a fit: no options, no seed dependence
+PSEUDO_MODELS = (MARKET, EW_MARKET) + tuple(FLOORS)
 SPLITS = ("valid", "test")
 #: fixed settings of the task, hashed into every run's identity
 CONFIG = {"k": 5, "d": 3, "cost": 1e-4, "variant": "paper", "splits": list(SPLITS),
@@ -75,8 +83,8 @@ def task_settings(model: str, options: dict) -> dict:
 
     task, _ = split_options(options)
     out = {**CONFIG, "sample_predictions": False}
-    if task and model == MARKET:
-        raise ValueError(f"the market index row takes no task options, got {sorted(task)}")
+    if task and model in (MARKET, EW_MARKET):
+        raise ValueError(f"the market rows take no task options, got {sorted(task)}")
     if "topk_variant" in task:
         v = task["topk_variant"]
         if v not in portfolio.VARIANTS:
@@ -199,7 +207,14 @@ def run(spec, ctx: RunContext) -> RunOutput:
                                                       "normalization")}
 
     model = None
-    if spec.model != MARKET:
+    if spec.model in PSEUDO_MODELS:
+        if dict(spec.options) and spec.model != MARKET:
+            _, model_options = split_options(dict(spec.options))
+            if model_options:
+                raise ValueError(f"{spec.model!r} is a fixed rule and takes no model options, got {sorted(model_options)}")
+        if spec.model in FLOORS:
+            info["floor"] = spec.model
+    else:
         model, fit_info = _fit(spec, ctx, panel, proto, cfg)
         info.update(fit_info)
 
@@ -211,11 +226,19 @@ def run(spec, ctx: RunContext) -> RunOutput:
         labels = panel.label_frame(t)
         bench = portfolio.benchmark_returns(index, labels.index)
         info[f"{split}_days"] = [str(labels.index[0].date()), str(labels.index[-1].date()), int(len(t))]
-        if model is None:
+        if spec.model == MARKET:
             returns, turnover, ic_daily, scores = bench, None, None, None
+        elif spec.model == EW_MARKET:
+            held = labels.dropna(axis=1, how="any")   # stocks with a label on every day of the split
+            info[f"{split}_ew_stocks"] = [int(held.shape[1]), int(labels.shape[1])]
+            returns, turnover, ic_daily, scores = portfolio.equal_weight_buy_and_hold(held), None, None, None
         else:
             t0 = time.perf_counter()
-            scores = predict_scores(model, panel, proto, split, cfg["sample_predictions"], spec.seed)
+            if spec.model in FLOORS:
+                scores = floor_scores(ctx.prices(spec.universe), spec.model, labels.index, labels.columns,
+                                      panel.valid[t])
+            else:
+                scores = predict_scores(model, panel, proto, split, cfg["sample_predictions"], spec.seed)
             predict_seconds += time.perf_counter() - t0
             ic_daily = metrics.rank_ic(scores, labels)
             for conv in metrics.IC_CONVENTIONS:
@@ -239,7 +262,7 @@ def run(spec, ctx: RunContext) -> RunOutput:
             tables["daily"] = daily
             if scores is not None:
                 tables["scores.parquet"] = scores.astype(np.float32).rename_axis("date")
-                if hasattr(model, "factors"):
+                if model is not None and hasattr(model, "factors"):
                     tables["codes"] = code_usage(model, panel, t)
     if model is not None:
         info["predict_seconds"] = round(predict_seconds, 3)
@@ -255,7 +278,7 @@ run.config = CONFIG
 def _models() -> tuple[str, ...]:
     from ..models import MODEL_NAMES
 
-    return MODEL_NAMES + (MARKET,)
+    return MODEL_NAMES + PSEUDO_MODELS
 
 
 run.models = _models()
