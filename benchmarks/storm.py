@@ -2,10 +2,15 @@
 
     python benchmarks/storm.py speed [--universe dj30 sp500] [--profile cpu paper] [--steps 5]
     python benchmarks/storm.py run --universe dj30 --profile cpu --seed 0 [--variant storm] [--out F.json]
+    python benchmarks/storm.py compare --rev 757ada5 --universe dj30 sp500 --threads 1 2 [--steps 3]
 
 ``speed`` times training steps (windows per second) and peak memory for each (universe, profile,
 variant), each in a fresh subprocess so peak RSS is its own. ``run`` trains to early stopping under
-the clean protocol and prints validation/test RankIC and the TopK-Drop test metrics.
+the clean protocol and prints validation/test RankIC and the TopK-Drop test metrics. ``compare`` runs the
+training step and the prediction of git revision ``--rev`` (imported from a ``git archive`` copy under
+another package name) and of this working tree side by side in ONE process, on identical weights and
+batches, and prints FLOPs per step, GFLOP/s, the same-process sgemm peak, efficiency, the step's peak
+memory and page faults, windows/s and the old/new ratios (see :mod:`benchmarks.storm_compare`).
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ def run_one(universe: str, profile: str, variant: str, seed: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["speed", "run", "_one"])
+    ap.add_argument("mode", choices=["speed", "run", "compare", "_one"])
     ap.add_argument("--universe", nargs="+", default=["dj30"])
     ap.add_argument("--profile", nargs="+", default=["cpu"])
     ap.add_argument("--variant", nargs="+", default=["storm"])
@@ -100,7 +105,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=None, help="speed: override the profile's batch size")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rev", default="757ada5", help="compare: the git revision to measure against")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="compare: torch thread counts")
+    ap.add_argument("--configs", nargs="+", default=None, help="compare: configurations (default: all)")
+    ap.add_argument("--predict-days", type=int, default=128,
+                    help="compare: validation window ends to predict (0: the whole validation span)")
     a = ap.parse_args()
+    if a.mode == "compare":
+        from storm_compare import compare
+
+        return compare(a.universe, a.profile[0], a.rev, a.threads, a.steps, a.configs, a.predict_days, a.out)
     rows = []
     for u in a.universe:
         for p in a.profile:

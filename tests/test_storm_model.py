@@ -257,24 +257,3 @@ def test_learns_planted_signal(name):
 
 # noise 1.0: the ideal RankIC is about 0.43; fewer steps where a variant learns faster (test time)
 PLANTED = {"T": 800, "train_end": 600, "noise": 1.0, "steps": {"dual": 300, "wo_ts": 150, "wo_cs": 250}}
-
-
-def test_masked_mse_skips_the_weight_bit_for_bit_when_all_stocks_are_valid():
-    from storm_lib.models.storm import masked_mse
-
-    g = torch.Generator().manual_seed(0)
-    target = torch.randn(2, 8, 5, 3, generator=g)
-    base = torch.randn(2, 8, 5, 3, generator=g)
-
-    def reference(pred, valid):  # the weighted formula, always applied
-        w = valid[:, None, :, None].to(pred.dtype)
-        n = (w.sum() * pred.shape[1] * pred.shape[3]).clamp_min(1.0)
-        return ((pred - target).pow(2) * w).sum() / n
-
-    for valid in (torch.ones(2, 5, dtype=torch.bool), torch.tensor([[1, 1, 0, 1, 0], [1, 1, 1, 1, 1]]).bool()):
-        a, b = base.clone().requires_grad_(), base.clone().requires_grad_()
-        la, lb = masked_mse(a, target, valid), reference(b, valid)
-        la.backward(), lb.backward()
-        assert torch.equal(la, lb) and torch.equal(a.grad, b.grad)
-    # an invalid stock's elements carry neither loss nor gradient
-    assert (a.grad[0, :, 2] == 0).all() and (a.grad[0, :, 0] != 0).any()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .base import TorchReturnModel
@@ -73,6 +74,8 @@ class StormConfig:
     learn_temperature: bool = True
     kl_reduction: str = "sum"        # over valid factors: "sum" (FactorVAE, official), "mean", or
                                      # "stock" (sum / valid stocks: the per-stock ELBO scale)
+    checkpoint_ts: bool = False      # recompute the TS encoder/decoder blocks in backward (activation
+                                     # checkpointing: same numbers, less memory, ~one more TS forward)
     use_ts: bool = True              # False: STORM-w/o-TS (CS module only)
     use_cs: bool = True              # False: STORM-w/o-CS (TS module only)
     fusion: bool = True              # TS→CS cross-attention (dual model only)
@@ -155,9 +158,22 @@ class Attention(nn.Module):
             mask = key_valid[:, None, None, :]
             if t == s:  # self-attention: a token always sees itself, so no row is fully masked
                 mask = mask | torch.eye(t, dtype=torch.bool, device=x.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        p = self.dropout if self.training else 0.0
+        if p > 0 and mask is None:
+            y = attention_with_dropout(q, k, v, p)
+        else:  # no dropout: the fused kernel
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def attention_with_dropout(q, k, v, p: float):
+    """softmax(q kᵀ / √d_h) with dropout p, times v: the computation of scaled_dot_product_attention's
+    math path (which dropout > 0 selects on a CPU), same operations and random draws, minus its guard
+    for fully masked rows (``_safe_softmax``: isneginf, all, where over the whole score tensor), which
+    cannot occur without a mask."""
+    s = (1.0 / math.sqrt(q.shape[-1])) ** 0.5
+    attn = torch.softmax((q * s) @ (k * s).transpose(-2, -1), dim=-1)
+    return F.dropout(attn, p, True) @ v
 
 
 class Block(nn.Module):
@@ -190,13 +206,12 @@ class Encoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(d, n_heads, dropout, mlp_ratio) for _ in range(n_layers))
         self.ln, self.out = nn.LayerNorm(d), nn.Linear(d, d)
+        self.checkpoint = False  # see run_blocks
 
     def forward(self, tokens):
         """tokens (S, T, d) → ([cls] output (S, d), token outputs z_e (S, T, d))."""
         x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        x = self.drop(x + self.pos)
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, self.drop(x + self.pos), self.checkpoint)
         x = self.out(self.ln(x))
         return x[:, 0], x[:, 1:]
 
@@ -210,23 +225,50 @@ class Decoder(nn.Module):
         self.pos = nn.Parameter(0.02 * torch.randn(1, n_tokens, d))
         self.blocks = nn.ModuleList(Block(d, n_heads, dropout, mlp_ratio) for _ in range(n_layers))
         self.ln = nn.LayerNorm(d)
+        self.checkpoint = False  # see run_blocks
 
     def forward(self, z_q):
-        x = self.inp(z_q) + self.pos
-        for block in self.blocks:
+        return self.ln(run_blocks(self.blocks, self.inp(z_q) + self.pos, self.checkpoint))
+
+
+def run_blocks(blocks, x, checkpoint: bool = False):
+    """x through ``blocks``; with ``checkpoint`` (and gradients on) each block's activations are
+    recomputed in backward instead of stored (torch.utils.checkpoint, non-reentrant; the RNG state is
+    restored for the recomputation, so dropout draws the same masks and the gradients are the same)."""
+    for block in blocks:
+        if checkpoint and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        else:
             x = block(x)
-        return self.ln(x)
+    return x
+
+
+class _StockSSE(torch.autograd.Function):
+    """Per-stock sums of squared errors Σ (pred − target)² over every axis after (B, N), fused: one
+    subtraction and one norm reduction forward, one multiplication backward (no full-size square, no
+    0/1 weight over the elements). target carries no gradient."""
+
+    @staticmethod
+    def forward(ctx, pred, target):
+        diff = pred - target
+        ctx.save_for_backward(diff)
+        return torch.linalg.vector_norm(diff.flatten(2), dim=-1).square()
+
+    @staticmethod
+    def backward(ctx, grad):                                    # grad (B, N)
+        (diff,) = ctx.saved_tensors
+        g = (2.0 * grad).view(*grad.shape, *([1] * (diff.dim() - 2)))
+        return diff * g, None
 
 
 def masked_mse(pred, target, stock_valid):
-    """Mean squared error over the valid stocks' elements; pred/target (B, W, N, F), stock_valid (B, N).
-
-    When every stock is valid the 0/1 weight is skipped: the same numbers bit for bit (x·1 = x), one
-    full-size multiplication less forward and backward (~10% of an SP500 training step on a CPU)."""
-    w = stock_valid[:, None, :, None].to(pred.dtype)
-    n = (w.sum() * pred.shape[1] * pred.shape[3]).clamp_min(1.0)
-    sq = (pred - target).pow(2)
-    return (sq if bool(stock_valid.all()) else sq * w).sum() / n
+    """Mean squared error over the valid stocks' elements, stock-major: pred/target (B, N, ...),
+    stock_valid (B, N). The stock weight multiplies the (B, N) per-stock sums, not the elements, and
+    nothing here reads a tensor's value on the host (no ``bool(...)``), so the forward can compile."""
+    w = stock_valid.to(pred.dtype)
+    per_elem = pred[0, 0].numel()
+    n = (w.sum() * per_elem).clamp_min(1.0)
+    return (_StockSSE.apply(pred, target) * w).sum() / n
 
 
 @dataclass
@@ -258,17 +300,20 @@ class TSModule(nn.Module):
                                   cfg.codebook_restart)
         self.decoder = Decoder(n_p, d, cfg.n_heads, cfg.ts_dec_layers, cfg.dropout, cfg.mlp_ratio)
         self.head = nn.Linear(d, p * f)
+        self.encoder.checkpoint = self.decoder.checkpoint = cfg.checkpoint_ts
 
-    def forward(self, x, mask) -> BranchOutput:
-        b, w, n, f = x.shape
+    def forward(self, xs, mask, decode: bool = True) -> BranchOutput:
+        """xs (B, N, W, F) stock-major (invalid stocks zeroed), mask (B, N); ``decode=False`` skips the
+        decoder and the reconstruction loss (prediction does not need them)."""
+        b, n, w, f = xs.shape
         n_p = w // self.p
-        patches = x.permute(0, 2, 1, 3).reshape(b * n, n_p, self.p * f)          # (B·N, P, p·F)
-        cls, h = self.encoder(self.embed(patches))
+        cls, h = self.encoder(self.embed(xs.reshape(b * n, n_p, self.p * f)))  # patches: a view
         h, cls = h.view(b, n, n_p, -1), cls.view(b, n, -1)
         vq = self.vq(h, mask[:, :, None].expand(b, n, n_p))
-        rec = self.head(self.decoder(vq.z_q.reshape(b * n, n_p, -1)))            # (B·N, P, p·F)
-        rec = rec.view(b, n, w, f).permute(0, 2, 1, 3)                           # (B, W, N, F)
-        losses = {"recon": masked_mse(rec, x, mask), **vq.losses}
+        losses = dict(vq.losses)
+        if decode:
+            rec = self.head(self.decoder(vq.z_q.reshape(b * n, n_p, -1)))        # (B·N, P, p·F)
+            losses = {"recon": masked_mse(rec.view(b, n, w, f), xs, mask), **losses}
         return BranchOutput(h, vq.z_q, cls, vq.indices, losses, vq.perplexity)
 
 
@@ -290,13 +335,19 @@ class CSModule(nn.Module):
         self.decoder = Decoder(w, d, cfg.n_heads, cfg.cs_dec_layers, cfg.dropout, cfg.mlp_ratio)
         self.unembed, self.unstem = nn.Linear(d, n * e), nn.Linear(e, f)
 
-    def forward(self, x, mask) -> BranchOutput:
-        b, w, n, f = x.shape
-        stems = F.gelu(self.stem(x)) * mask[:, None, :, None].to(x.dtype)       # (B, W, N, e)
-        cls, h = self.encoder(self.embed(stems.reshape(b, w, n * self.e)))      # (B, d), (B, W, d)
+    def forward(self, xs, mask, decode: bool = True) -> BranchOutput:
+        """xs (B, N, W, F) stock-major (invalid stocks zeroed), mask (B, N). Only the e-wide stems are
+        transposed to day-major, never the F-wide input or reconstruction."""
+        b, n, w, f = xs.shape
+        stems = F.gelu(self.stem(xs)) * mask[:, :, None, None].to(xs.dtype)    # (B, N, W, e)
+        tokens = self.embed(stems.transpose(1, 2).reshape(b, w, n * self.e))   # (B, W, d)
+        cls, h = self.encoder(tokens)                                           # (B, d), (B, W, d)
         vq = self.vq(h, mask.any(1)[:, None].expand(b, w))
-        rec = self.unstem(F.gelu(self.unembed(self.decoder(vq.z_q)).view(b, w, n, self.e)))
-        losses = {"recon": masked_mse(rec, x, mask), **vq.losses}
+        losses = dict(vq.losses)
+        if decode:
+            u = self.unembed(self.decoder(vq.z_q)).view(b, w, n, self.e).transpose(1, 2)
+            rec = self.unstem(F.gelu(u.contiguous()))                           # (B, N, W, F)
+            losses = {"recon": masked_mse(rec, xs, mask), **losses}
         return BranchOutput(h, vq.z_q, cls, vq.indices, losses, vq.perplexity)
 
 
@@ -573,17 +624,24 @@ class STORM(nn.Module):
         n_factors = cfg.window * cfg.use_cs + cfg.n_stocks * cfg.use_ts
         self.factor = FactorModule(cfg, n_factors)
 
-    def _represent(self, x, mask) -> Representation:
+    def _represent(self, x, mask, decode: bool = True) -> Representation:
         cfg = self.cfg
         b, w, n, f = x.shape
         if (w, n, f) != (cfg.window, cfg.n_stocks, cfg.n_features):
             raise ValueError(f"x has (W, N, F) = {(w, n, f)}, config expects "
                              f"{(cfg.window, cfg.n_stocks, cfg.n_features)}")
         mask = mask.bool()
-        x = torch.where(mask[:, None, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        # one pass: stock-major copy (B, N, W, F) with invalid stocks zeroed; both branches read it
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        if x.requires_grad:  # out= does not record gradients
+            xs = torch.where(mask[:, :, None, None], x.transpose(1, 2), zero).contiguous()
+        else:
+            xs = torch.where(mask[:, :, None, None], x.transpose(1, 2), zero,
+                             out=torch.empty(b, n, w, f, dtype=x.dtype, device=x.device))
+        x = xs.transpose(1, 2)  # the zeroed input in (B, W, N, F) order: a view, no copy
         losses, tokens, valid = {}, [], []
-        ts = self.ts(x, mask) if self.ts is not None else None
-        cs = self.cs(x, mask) if self.cs is not None else None
+        ts = self.ts(xs, mask, decode) if self.ts is not None else None
+        cs = self.cs(xs, mask, decode) if self.cs is not None else None
         if cs is not None:
             c = self.cs_token(torch.cat([cs.h, cs.q], -1)) + self.type_emb[0]      # (B, W, d)
             tokens.append(c)
@@ -620,6 +678,13 @@ class STORM(nn.Module):
                 extras[f"restarts_{name}"] = getattr(self, name).vq.restarts.clone()
         return StormOutput(pred, loss, losses, pred_std.detach(), extras)
 
+    def predict(self, x, mask, sample: bool = False) -> torch.Tensor:
+        """Scores (B, N) as ``forward(x, mask, sample=sample).pred``, without the work that only feeds
+        losses: no decoders, no reconstructions, no posterior (the codebook terms stay: the quantiser
+        computes them with its code assignment). Call in eval mode under ``torch.inference_mode()``."""
+        r = self._represent(x, mask, decode=False)
+        return self.factor(r.e, r.f, mask.bool(), r.f_valid, None, sample)[0]
+
     @torch.no_grad()
     def factors(self, x, mask) -> dict:
         """Factor extraction in eval mode: cs_tokens (B, W, 2d) and ts_tokens (B, N, P, 2d) as
@@ -627,7 +692,7 @@ class STORM(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            r = self._represent(x, mask)
+            r = self._represent(x, mask, decode=False)
         finally:
             self.train(was_training)
         out = {"stock_embedding": r.e, "factor_tokens": r.f}
