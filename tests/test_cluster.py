@@ -20,8 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: a smoke grid of four real runs on the embedded sample (seconds each)
 SPECS = grid("portfolio", "sample", ["market", "lightgbm", "lstm", "storm"], "sample", "smoke", [0])
-#: a run that raises inside its Ray task (LSTM has no such option)
-BAD = RunSpec("portfolio", "sample", "lstm", "sample", "smoke", 0, {"no_such_option": 1})
+#: a run that raises inside its Ray task: a valid option key whose value fails when STORM is built
+#: (width 3 is not divisible by the smoke profile's 2 heads); an unknown key would be refused by the driver
+BAD = RunSpec("portfolio", "sample", "storm", "sample", "smoke", 0, {"d_model": 3})
 #: run.json fields that differ between any two executions of the same run (times, process, machine)
 VOLATILE = ("started", "finished", "wall_seconds", "hardware", "argv")
 
@@ -91,7 +92,7 @@ def test_ray_grid_matches_local_resumes_and_reports_failures(local_runs, tmp_pat
     specs = SPECS[:2] + [BAD] + SPECS[2:]
     first = run_grid(specs, tmp_path / "ray", progress=False, executor="ray")
     assert list(first["status"]) == ["done", "done", "failed", "done", "done"]
-    assert "no_such_option" in first["error"][2] and not Path(first["run_dir"][2]).exists()
+    assert "divisible" in first["error"][2] and not Path(first["run_dir"][2]).exists()
     for a, b in zip(local["run_dir"], first["run_dir"].drop(index=2)):
         assert Path(b).relative_to(tmp_path / "ray") == Path(a).relative_to(local_root)
         assert_same_run(a, b)
