@@ -10,7 +10,7 @@ torch.set_num_threads(1)
 
 B, W, N, F, D, K = 4, 16, 6, 6, 16, 16
 VARIANTS = {"dual": {}, "wo_ts": {"use_ts": False}, "wo_cs": {"use_cs": False}}
-VQ_TERMS = ("recon", "codebook", "commit", "div", "ortho")
+VQ_TERMS = ("recon", "codebook", "commit", "div", "entropy", "ortho")
 
 
 def tiny(**kw) -> StormConfig:
@@ -74,12 +74,12 @@ def test_output_and_factor_shapes(name):
         assert fac["ts_tokens"].shape == (B, N, P, 2 * D)
         assert fac["ts_codes"].shape == (B, N, P) and fac["ts_codes"].dtype == torch.long
         assert fac["ts_codes"].max() < K
-        # the second half of every token is a codebook entry
-        torch.testing.assert_close(fac["ts_tokens"][..., D:], model.ts.vq.codebook[fac["ts_codes"]])
+        # the second half of every token is a codebook entry (cosine codes: the unit entry times √d)
+        torch.testing.assert_close(fac["ts_tokens"][..., D:], D**0.5 * model.ts.vq.entries()[fac["ts_codes"]])
     if has_cs:
         assert fac["cs_tokens"].shape == (B, W, 2 * D)
         assert fac["cs_codes"].shape == (B, W) and fac["cs_codes"].dtype == torch.long
-        torch.testing.assert_close(fac["cs_tokens"][..., D:], model.cs.vq.codebook[fac["cs_codes"]])
+        torch.testing.assert_close(fac["cs_tokens"][..., D:], D**0.5 * model.cs.vq.entries()[fac["cs_codes"]])
 
 
 @pytest.mark.parametrize("name", VARIANTS)

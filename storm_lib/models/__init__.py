@@ -24,6 +24,17 @@ _REGISTRY = {
 }
 MODEL_NAMES = tuple(_REGISTRY)
 
+#: version of each model's method; bump when a model's code changes what it computes. It enters the run
+#: identity (storm_lib.run.identity, only when > 1, so version-1 run directories keep their hashes) and
+#: run.json; load_results keeps only the newest version's runs. STORM 2: cosine codebooks with the
+#: MAGVIT-v2 entropy penalty, DeepSets alignment at weight 0.1, identity-query w/o-TS (issue 16).
+MODEL_VERSIONS = {name: 1 for name in _REGISTRY} | {"storm": 2, "storm_wo_ts": 2, "storm_wo_cs": 2}
+
+
+def model_version(name: str) -> int:
+    """:data:`MODEL_VERSIONS` of ``name`` (1 for names outside the registry, e.g. the market row)."""
+    return MODEL_VERSIONS.get(name, 1)
+
 
 def make_model(name: str, **kwargs) -> ReturnModel:
     """A fresh, unfitted model by registry name, e.g. ``make_model("storm", profile="cpu", seed=3)``."""
@@ -34,4 +45,4 @@ def make_model(name: str, **kwargs) -> ReturnModel:
     return getattr(import_module(f"{__name__}.{module}"), cls)(**fixed, **kwargs)
 
 
-__all__ = ["MODEL_NAMES", "ModelOutput", "ReturnModel", "TorchReturnModel", "make_model"]
+__all__ = ["MODEL_NAMES", "MODEL_VERSIONS", "ModelOutput", "ReturnModel", "TorchReturnModel", "make_model", "model_version"]
