@@ -1,13 +1,13 @@
 """Figures of the replication notebooks (matplotlib, object-oriented: no pyplot state).
 
 Every function returns a :class:`matplotlib.figure.Figure`; in a notebook the returned figure is shown
-once (IPython's inline formatter). Inputs are the frames of :mod:`storm_lib.notebook`:
+once (IPython's inline formatter). Inputs are the frames of :mod:`storm_lib.presentation`:
 
 * :func:`wealth`, :func:`drawdown`: daily returns, index date, columns model or (model, seed); several
   seeds are drawn as the mean of their wealth curves. The reference row (``Market Index``) is dashed black.
 * :func:`rolling_rankic`: daily RankIC, same layout; the seeds' daily values are averaged, then rolled.
 * :func:`code_usage`: a ``codes`` table (branch, code, count), usage sorted by frequency per branch.
-* :func:`codebook_curve`: :func:`storm_lib.notebook.codebook_sweep` against the codebook size, the paper's
+* :func:`codebook_curve`: :func:`storm_lib.presentation.codebook_sweep` against the codebook size, the paper's
   Figure 3b beside it.
 * :func:`equity_curves`: trading equity (method, seed, stock, date, equity), one panel per stock.
 """
@@ -233,7 +233,7 @@ def waterfall(steps: dict, paper: dict | None = None, title: str = "", ncols: in
     """Waterfall charts of the audit's cumulative steps, one panel per metric.
 
     ``steps``: metric -> Series of seed-mean values, index the steps in order (``clean`` first, then the
-    cumulative steps ``+name``; :func:`storm_lib.notebook.audit_means`). The first and last bars are
+    cumulative steps ``+name``; :func:`storm_lib.presentation.audit_means`). The first and last bars are
     levels (grey), the bars between float from the previous level to the next (green up, red down).
     ``paper``: metric -> a published value or a list of (label, value, ± range) lines, drawn dashed with a
     shaded range."""
@@ -287,7 +287,7 @@ def waterfall(steps: dict, paper: dict | None = None, title: str = "", ncols: in
 def cost_curves(curves: pd.DataFrame, metrics=("APY", "ASR"), title: str = "", order=None) -> Figure:
     """TopK-Drop metrics against the transaction cost (basis points of turnover), one panel per metric,
     one line per model. ``curves``: long (model, cost_bps, metric columns), e.g.
-    :func:`storm_lib.notebook.cost_curves`. The runs' own cost (1 bp) is marked."""
+    :func:`storm_lib.presentation.cost_curves`. The runs' own cost (1 bp) is marked."""
     fig, axes = _figure(len(metrics), width=11, height=3.8)
     if curves.empty:
         _empty(axes[0])

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .panel import Panel, Protocol, get_protocol
 from .profiles import TrainConfig
-from .utils import atomic_write
+from .utils import atomic_write, pick_device  # noqa: F401 - pick_device re-exported
 
 
 # ----------------------------------------------------------------------------------------------
@@ -42,20 +42,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given; else CUDA when present, else CPU.
-
-    CPU threads: ``$STORM_NUM_THREADS`` when set, else torch's default (one per physical core).
-    On a machine shared with other jobs, 1 thread is often faster than 2.
-    """
-    threads = os.environ.get("STORM_NUM_THREADS")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ----------------------------------------------------------------------------------------------

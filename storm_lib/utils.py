@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -20,3 +23,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given; else CUDA when present, else CPU.
+
+    CPU threads: ``$STORM_NUM_THREADS`` when set, else torch's default (one per physical core).
+    On a machine shared with other jobs, 1 thread is often faster than 2.
+    """
+    import torch
+
+    threads = os.environ.get("STORM_NUM_THREADS")
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

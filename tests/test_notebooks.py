@@ -3,7 +3,7 @@
 Structural checks read ``notebooks/*.ipynb`` as JSON: a ``parameters``-tagged first code cell, kernel
 ``python3``, no stored outputs, imports only from storm_lib and standard or scientific libraries, every
 parameter handed to ``nb.setup`` and a footer cell at the end. The unit tests exercise
-``storm_lib.notebook`` and ``storm_lib.plots`` on tiny synthetic run directories (no model is fitted).
+``storm_lib.presentation`` and ``storm_lib.plots`` on tiny synthetic run directories (no model is fitted).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storm_lib import notebook as nb
-from storm_lib import plots, report
+from storm_lib import plots
+from storm_lib import presentation as nb
+from storm_lib.presentation import paper as report
 from storm_lib.run import RunSpec
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -398,9 +399,9 @@ def test_trading_tables_and_equity_plot(tmp_path):
     assert sum(ax.get_visible() for ax in fig.axes) == 5
     cfg = nb.trading_config({"stocks": ["AAPL"], "cost": 1e-4, "budgets": {"cpu": {"ppo": {"timesteps": 5}}}}, "cpu")
     assert cfg.data.loc["budget ppo (cpu)", "value"] == "timesteps=5"
-    from storm_lib.trading import experiment   # the task's config is a per-spec function: fixed settings + budgets
+    from storm_lib.tasks import trading as trading_task   # the task's config is a per-spec function: fixed settings + budgets
 
-    cfg = nb.trading_config(experiment.run_task.config, "smoke").data
+    cfg = nb.trading_config(trading_task.run_task.config, "smoke").data
     assert cfg.loc["cost", "value"] == "0.0001" and {f"budget {a} (smoke)" for a in ("dqn", "sac", "ppo")} <= set(cfg.index)
 
 

@@ -1,4 +1,4 @@
-"""storm_lib.report: the paper's numbers, comparison tables, Improvement(%), the verdict (no data needed)."""
+"""storm_lib.presentation (paper, verdict, compute) and the storm_lib.report command: the paper's numbers, comparison tables, Improvement(%), the verdict (no data needed)."""
 
 from importlib import resources
 from pathlib import Path
@@ -7,7 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storm_lib import report as R
+from storm_lib import report
+from storm_lib.presentation import compute as C
+from storm_lib.presentation import paper as P
+from storm_lib.presentation import verdict as V
 
 SHARED_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "paper" / "reported.csv"
 
@@ -16,8 +19,8 @@ def paper_as_results(tables=("portfolio", "rankic", "trading"), seeds=(0,), **fi
     """The paper's own rows as a long results frame (what a perfect replication would produce)."""
     rows = []
     for table in tables:
-        rep = R.reported(table)
-        rep = rep[rep["model"] != R.IMPROVEMENT_ROW]
+        rep = P.reported(table)
+        rep = rep[rep["model"] != P.IMPROVEMENT_ROW]
         for _, r in rep.iterrows():
             for s in seeds:
                 rows.append({"task": "trading" if table == "trading" else "portfolio", "universe": r["dataset"],
@@ -41,45 +44,45 @@ def test_packaged_csv_is_the_shared_transcription():
 
 
 def test_reported_shape_and_types():
-    rep = R.reported()
+    rep = P.reported()
     assert len(rep) == 502
     assert rep.groupby("table").size().to_dict() == {"portfolio": 132, "rankic": 40, "trading": 330}
     assert rep["value"].dtype == float and rep["pm"].dtype == float
     # the printed text is kept with its digits
-    cw = rep[(rep["table"] == "portfolio") & (rep["dataset"] == "sp500") & (rep["model"] == R.IMPROVEMENT_ROW)
+    cw = rep[(rep["table"] == "portfolio") & (rep["dataset"] == "sp500") & (rep["model"] == P.IMPROVEMENT_ROW)
              & (rep["metric"] == "CW")].iloc[0]
     assert cw["value_text"] == "34.00" and cw["value"] == 34.0
-    ibm = R.reported("trading", "ibm")
-    assert ibm.set_index(["model", "metric"]).loc[(R.IMPROVEMENT_ROW, "CW"), "value"] == pytest.approx(14.4501)
+    ibm = P.reported("trading", "ibm")
+    assert ibm.set_index(["model", "metric"]).loc[(P.IMPROVEMENT_ROW, "CW"), "value"] == pytest.approx(14.4501)
     # six trading Improvement cells are printed as "-"; reference rows carry no ±
-    assert R.reported("trading")["value"].isna().sum() == 6
-    assert R.reported("portfolio", "DJ30").set_index(["model", "metric"])["pm"].loc["Market Index"].isna().all()
-    storm = R.reported("rankic", "dj30").set_index(["model", "metric"]).loc[("STORM", "RankIC")]
+    assert P.reported("trading")["value"].isna().sum() == 6
+    assert P.reported("portfolio", "DJ30").set_index(["model", "metric"])["pm"].loc["Market Index"].isna().all()
+    storm = P.reported("rankic", "dj30").set_index(["model", "metric"]).loc[("STORM", "RankIC")]
     assert (storm["value"], storm["pm"]) == (0.065, 0.038)
 
 
 def test_reported_rejects_unknown_table_and_dataset():
     with pytest.raises(ValueError, match="unknown table"):
-        R.reported("table4")
+        P.reported("table4")
     with pytest.raises(ValueError, match="no reported numbers"):
-        R.reported("portfolio", "nasdaq")
+        P.reported("portfolio", "nasdaq")
 
 
 def test_model_label_maps_registry_names_to_printed_rows():
-    assert R.model_label("storm_wo_ts") == "STORM-w/o-TS"
-    assert R.model_label("STORM-w/o-CS") == "STORM-w/o-CS"
-    assert R.model_label("factorvae") == "FactorVAE"
-    assert R.model_label("market_index") == "Market Index"
-    assert R.model_label("buy&hold") == "Buy&Hold"
-    assert R.model_label("my model") == "my model"
+    assert P.model_label("storm_wo_ts") == "STORM-w/o-TS"
+    assert P.model_label("STORM-w/o-CS") == "STORM-w/o-CS"
+    assert P.model_label("factorvae") == "FactorVAE"
+    assert P.model_label("market_index") == "Market Index"
+    assert P.model_label("buy&hold") == "Buy&Hold"
+    assert P.model_label("my model") == "my model"
 
 
 # --------------------------------------------------------------------------- improvement
 
 
 def test_improvement_reproduces_the_dj30_portfolio_row():
-    paper = R._paper_rows("portfolio", "dj30")
-    imp = R.improvement(paper, "portfolio")
+    paper = P._paper_rows("portfolio", "dj30")
+    imp = P.improvement(paper, "portfolio")
     printed = {"APY": 94.74, "CW": 21.75, "CR": 296.59, "ASR": 119.17, "MDD": 52.00, "AVO": 8.50}
     for metric, value in printed.items():
         assert imp.loc[metric, "improvement"] == pytest.approx(value, abs=0.006), metric
@@ -89,26 +92,26 @@ def test_improvement_reproduces_the_dj30_portfolio_row():
 
 
 def test_improvement_uses_the_best_variant_and_the_column_direction():
-    sp = R.improvement(R._paper_rows("portfolio", "sp500"), "portfolio")
+    sp = P.improvement(P._paper_rows("portfolio", "sp500"), "portfolio")
     # SP500 MDD and AVO: STORM-w/o-CS is the best variant (0.146 vs Transformer 0.198)
     assert sp.loc["MDD", "best_variant"] == "STORM-w/o-CS"
     assert sp.loc["MDD", "improvement"] == pytest.approx(26.26, abs=0.006)
     assert sp.loc["AVO", "improvement"] == pytest.approx(2.91, abs=0.006)
-    ric = R.improvement(R._paper_rows("rankic", "sp500"), "rankic")
+    ric = P.improvement(P._paper_rows("rankic", "sp500"), "rankic")
     assert ric.loc["RankIC", "improvement"] == pytest.approx(8.772, abs=5e-4)
     assert ric.loc["RankICIR", "improvement"] == pytest.approx(20.609, abs=5e-4)
-    aapl = R.improvement(R._paper_rows("trading", "AAPL"), "trading")
+    aapl = P.improvement(P._paper_rows("trading", "AAPL"), "trading")
     assert aapl.loc["CR", "best_variant"] == "STORM-w/o-TS"
     assert aapl.loc["CR", "improvement"] == pytest.approx(45.076, abs=5e-4)
     assert aapl.loc["AVO", "improvement"] < 0  # printed "-": no variant beats the best baseline
 
 
 def test_improvement_check_flags_exactly_the_known_errata():
-    chk = R.improvement_check()
+    chk = P.improvement_check()
     assert len(chk) == 46
     assert set(chk["status"]) <= {"ok", "dash", "erratum"}  # no unexplained mismatch
     errata = chk[chk["status"] == "erratum"]
-    assert set(zip(errata["table"], errata["dataset"], errata["metric"])) == set(R.PAPER_IMPROVEMENT_ERRATA)
+    assert set(zip(errata["table"], errata["dataset"], errata["metric"])) == set(P.PAPER_IMPROVEMENT_ERRATA)
     assert (chk["status"] == "dash").sum() == 6
     ibm_cr = errata.set_index(["dataset", "metric"]).loc[("IBM", "CR")]
     assert ibm_cr["recomputed"] == pytest.approx(25.641, abs=1e-3)
@@ -123,7 +126,7 @@ def test_improvement_accepts_a_long_frame_and_averages_seeds():
         "value": [0.10, 0.14, 0.10, 0.10, 0.20, 0.10],
         "seed": [0, 1, 0, 1, 0, 0],
     })
-    imp = R.improvement(long, "portfolio")
+    imp = P.improvement(long, "portfolio")
     assert imp.loc["APY", "improvement"] == pytest.approx(20.0)
     assert imp.loc["MDD", "improvement"] == pytest.approx(-100.0)  # STORM's drawdown is twice as deep
     assert list(imp.index) == ["APY", "MDD"]
@@ -143,7 +146,7 @@ def ours():
 
 
 def test_compare_means_stds_and_paper_columns(ours):
-    cmp = R.compare(ours, "portfolio", "dj30")
+    cmp = P.compare(ours, "portfolio", "dj30")
     assert cmp.index[0] == "Market Index" and cmp.index[-1] == "equal weight"  # paper order, then ours
     storm = cmp.loc["STORM", "APY"]
     assert storm["ours"] == pytest.approx(0.09)
@@ -153,45 +156,45 @@ def test_compare_means_stds_and_paper_columns(ours):
     assert storm["delta"] == pytest.approx(0.09 - 0.148)
     assert cmp.loc["HireVAE", ("APY", "n")] == 0 and np.isnan(cmp.loc["HireVAE", ("APY", "ours")])
     assert list(cmp.columns.get_level_values(0).unique()) == ["APY", "CW", "CR", "ASR", "MDD", "AVO"]
-    sub = R.compare(ours, "portfolio", "dj30", models=["storm", "lightgbm"], metrics=["APY"])
+    sub = P.compare(ours, "portfolio", "dj30", models=["storm", "lightgbm"], metrics=["APY"])
     assert list(sub.index) == ["STORM", "LightGBM"] and sub.shape[1] == 7
 
 
 def test_compare_cells_read_as_one_string(ours):
-    cmp = R.compare(ours, "portfolio", "dj30", metrics=["APY"])
-    cells = R.compare_cells(cmp, sep=" | ")
+    cmp = P.compare(ours, "portfolio", "dj30", metrics=["APY"])
+    cells = P.compare_cells(cmp, sep=" | ")
     assert cells.loc["STORM", "APY"] == "0.090 ± 0.010 (n=3) | paper 0.148 ± 0.046 | Δ −0.058"
     assert cells.loc["HireVAE", "APY"] == "not run | paper 0.072 ± 0.037"
     assert cells.loc["equal weight", "APY"] == "0.040 (n=1)"
-    md = R.compare_markdown(cmp)
+    md = P.compare_markdown(cmp)
     assert md.splitlines()[0] == "| model | APY |"
     assert "0.090 ± 0.010 (n=3)<br>paper 0.148 ± 0.046<br>Δ −0.058" in md
 
 
 def test_style_compare_colours_by_the_paper_range(ours):
     pytest.importorskip("jinja2")
-    cmp = R.compare(ours, "portfolio", "dj30", metrics=["APY"])
-    html = R.style_compare(cmp).to_html()
+    cmp = P.compare(ours, "portfolio", "dj30", metrics=["APY"])
+    html = P.style_compare(cmp).to_html()
     assert "range over 10 runs" in html
-    assert R._cell_status(cmp.loc["LightGBM", "APY"]) == "within"   # 0.060 vs 0.069 ± 0.040
-    assert R._cell_status(cmp.loc["STORM", "APY"]) == "outside"     # 0.090 vs 0.148 ± 0.046
-    assert R._cell_status(cmp.loc["HireVAE", "APY"]) == "missing"
+    assert P._cell_status(cmp.loc["LightGBM", "APY"]) == "within"   # 0.060 vs 0.069 ± 0.040
+    assert P._cell_status(cmp.loc["STORM", "APY"]) == "outside"     # 0.090 vs 0.148 ± 0.046
+    assert P._cell_status(cmp.loc["HireVAE", "APY"]) == "missing"
 
 
 # --------------------------------------------------------------------------- verdict
 
 
 def test_verdict_without_results_says_not_run_yet():
-    for results in (None, pd.DataFrame(columns=list(R.RESULT_COLUMNS))):
-        v = R.verdict(results)
-        assert len(v) == len(R.default_claims())
+    for results in (None, pd.DataFrame(columns=list(V.RESULT_COLUMNS))):
+        v = V.verdict(results)
+        assert len(v) == len(V.default_claims())
         assert (v["replicated"] == "not run yet").all()
         assert v.loc[0, "paper"] == "0.065 ± 0.038"
         assert list(v.columns) == ["claim", "paper", "ours", "replicated", "by how much", "95% interval", "runs"]
 
 
 def test_verdict_of_the_papers_own_numbers_replicates_every_claim():
-    v = R.verdict(paper_as_results(seeds=(0, 1)))
+    v = V.verdict(paper_as_results(seeds=(0, 1)))
     assert (v["replicated"].str.startswith("yes")).all(), v[["claim", "replicated"]]
     assert v.loc[0, "ours"] == "0.065 ± 0.000"
     apy = v[v["claim"].str.contains("every baseline on DJ30 APY")].iloc[0]
@@ -204,11 +207,11 @@ def test_verdict_filters_protocol_options_and_prefers_profiles():
     base = paper_as_results(tables=("rankic",))
     other = base.assign(protocol="paper")
     audit = base.assign(options="features=official")
-    assert (R.verdict(pd.concat([other, audit]))["replicated"] == "not run yet").all()
+    assert (V.verdict(pd.concat([other, audit]))["replicated"] == "not run yet").all()
     smoke = base.assign(profile="smoke", value=0.0)
-    v = R.verdict(pd.concat([smoke, base]))
+    v = V.verdict(pd.concat([smoke, base]))
     assert v.loc[0, "runs"] == "cpu, 1 seed(s)" and v.loc[0, "replicated"].split(" (")[0] == "yes"
-    v = R.verdict(smoke)  # only smoke runs: used, and the table says so
+    v = V.verdict(smoke)  # only smoke runs: used, and the table says so
     assert v.loc[0, "runs"] == "smoke, 1 seed(s)" and v.loc[0, "replicated"].split(" (")[0] == "no"
 
 
@@ -216,13 +219,13 @@ def test_verdict_incomplete_and_failed_claims():
     res = paper_as_results(tables=("rankic",))
     dj = res[res["universe"] == "dj30"]
     no_hire = dj[dj["model"] != "HireVAE"]
-    v = R.verdict(no_hire).set_index("claim")
+    v = V.verdict(no_hire).set_index("claim")
     row = v.loc["STORM has a higher RankIC than every baseline on DJ30"]
     assert row["replicated"] == "incomplete"
     assert "5/6 run" in row["ours"]
     worse = dj.copy()
     worse.loc[(worse["model"] == "STORM") & (worse["metric"] == "RankIC"), "value"] = 0.01
-    v = R.verdict(worse).set_index("claim")
+    v = V.verdict(worse).set_index("claim")
     assert v.loc["STORM has a higher RankIC than every baseline on DJ30", "replicated"].split(" (")[0] == "no"
     assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"].split(" (")[0] == "no"
     assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "by how much"] == "Δ −0.055, 15% of the paper's"
@@ -232,14 +235,14 @@ def test_verdict_incomplete_and_failed_claims():
 def test_verdict_trading_claim_counts_stocks():
     res = paper_as_results(tables=("trading",))
     res = res[res["universe"].isin(["AAPL", "IBM"])]
-    row = R.verdict(res).iloc[-1]
+    row = V.verdict(res).iloc[-1]
     assert row["ours"] == "2/5: AAPL, IBM (3 not run)"
     assert row["replicated"] == "partly (2/5)"
 
 
 def test_cli_writes_the_book_includes(tmp_path):
     out = tmp_path / "gen"
-    assert R.main(["book", "--out-dir", str(out), "--results", str(tmp_path / "no-results")]) == 0
+    assert report.main(["book", "--out-dir", str(out), "--results", str(tmp_path / "no-results")]) == 0
     verdict = (out / "verdict.md").read_text()
     assert "not run yet" in verdict and verdict.startswith("<!-- generated by")
     assert "| claim | paper | ours | replicated | by how much | 95% interval | runs |" in verdict
@@ -247,7 +250,7 @@ def test_cli_writes_the_book_includes(tmp_path):
     assert "IBM" in check and "20.408" in check
     csv = tmp_path / "results.csv"
     paper_as_results(tables=("rankic",)).to_csv(csv, index=False)
-    assert R.main(["verdict", "--results", str(csv), "--out", str(out / "v.md")]) == 0
+    assert report.main(["verdict", "--results", str(csv), "--out", str(out / "v.md")]) == 0
     assert "| STORM RankIC on DJ30 ≈ 0.065 | 0.065 ± 0.038 | 0.065 | yes (1 seed, untested) |" in (out / "v.md").read_text()
 
 
@@ -267,7 +270,7 @@ def test_verdict_reads_the_runner_frame_shape():
                     for conv in ("standard", "official"):
                         rows.append({**spec, "split": split, "convention": conv, "metric": "RankIC",
                                      "value": ric if conv == "standard" and split == "test" else -1.0})
-    v = R.verdict(pd.DataFrame(rows)).set_index("claim")
+    v = V.verdict(pd.DataFrame(rows)).set_index("claim")
     assert v.loc["STORM beats the Market Index on DJ30 APY", "ours"] == "0.100 vs Market Index 0.063 (+58.7 %)"
     assert v.loc["STORM beats the Market Index on DJ30 APY", "replicated"].split(" (")[0] == "yes"
     assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "ours"] == "0.020 ± 0.000"
@@ -278,23 +281,23 @@ def test_verdict_reads_the_runner_frame_shape():
 def test_verdict_trading_rows_may_name_the_stock_in_a_column():
     res = paper_as_results(tables=("trading",))
     res = res.assign(stock=res["universe"], universe="dj30")
-    assert R.verdict(res).iloc[-1]["ours"] == "5/5: AAPL, JPM, IBM, INTC, MSFT"
+    assert V.verdict(res).iloc[-1]["ours"] == "5/5: AAPL, JPM, IBM, INTC, MSFT"
 
 
 def test_compare_refuses_a_frame_that_mixes_conventions(ours):
     mixed = pd.concat([ours.assign(convention="paper"), ours.assign(convention="standard")])
     with pytest.raises(ValueError, match="filter one split, convention"):
-        R.compare(mixed, "portfolio", "dj30")
-    empty = R.compare(ours.iloc[0:0], "portfolio", "dj30")
+        P.compare(mixed, "portfolio", "dj30")
+    empty = P.compare(ours.iloc[0:0], "portfolio", "dj30")
     assert (empty.xs("n", axis=1, level="field") == 0).all().all()
 
 
 def test_a_run_with_an_undefined_metric_is_not_reported_as_missing():
     ours = pd.DataFrame({"model": ["ppo", "ppo", "dqn"], "metric": ["ASR", "APY", "APY"],
                          "value": [np.nan, 0.0, 0.1], "seed": [0, 0, 0]})
-    cmp = R.compare(ours, "trading", "AAPL", models=["ppo", "dqn", "sac"], metrics=["ASR", "APY"])
+    cmp = P.compare(ours, "trading", "AAPL", models=["ppo", "dqn", "sac"], metrics=["ASR", "APY"])
     assert cmp.loc["PPO", ("ASR", "n")] == 0 and cmp.loc["PPO", ("ASR", "runs")] == 1
-    cells = R.compare_cells(cmp, sep=" | ")
+    cells = P.compare_cells(cmp, sep=" | ")
     assert cells.loc["PPO", "ASR"].startswith("undefined in our run(s) (n=1)")
     assert cells.loc["SAC", "ASR"].startswith("not run")
     assert cells.loc["PPO", "APY"].startswith("0.000 (n=1)")
@@ -306,26 +309,26 @@ def test_verdicts_on_fewer_than_three_seeds_are_labelled_untested():
         for model, v in (("storm", 0.065), ("lightgbm", 0.01)):
             rows.append(dict(task="portfolio", universe="dj30", model=model, protocol="clean", profile="cpu",
                              seed=seed, options="", split="test", convention="standard", metric="RankIC", value=v))
-    v = R.verdict(pd.DataFrame(rows)).set_index("claim")
+    v = V.verdict(pd.DataFrame(rows)).set_index("claim")
     assert v.loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"] == "yes (1 seed, untested)"
     three = pd.DataFrame([{**r, "seed": s} for r in rows for s in (0, 1, 2)])
-    assert R.verdict(three).set_index("claim").loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"] == "yes"
+    assert V.verdict(three).set_index("claim").loc["STORM RankIC on DJ30 ≈ 0.065", "replicated"] == "yes"
 
 
 def test_margin_interval_is_welch_and_signed_by_direction():
     from scipy import stats as sps
     a, b = (0.10, 0.02, 5), (0.05, 0.03, 4)
-    d, lo, hi = R.margin_interval(a, b, "APY")
+    d, lo, hi = V.margin_interval(a, b, "APY")
     va, vb = 0.02 ** 2 / 5, 0.03 ** 2 / 4
     df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 3)
     h = sps.t.ppf(0.975, df) * np.sqrt(va + vb)
     assert d == pytest.approx(0.05) and (lo, hi) == pytest.approx((0.05 - h, 0.05 + h))
     # lower is better for MDD: a smaller drawdown is a positive margin
-    assert R.margin_interval((0.10, 0.01, 3), (0.20, 0.01, 3), "MDD")[0] == pytest.approx(0.10)
+    assert V.margin_interval((0.10, 0.01, 3), (0.20, 0.01, 3), "MDD")[0] == pytest.approx(0.10)
     # an exact comparator (Market Index: one run, no std) leaves the one-sample t-interval
-    d, lo, hi = R.margin_interval((0.10, 0.02, 5), (0.06, np.nan, 1), "APY")
-    assert (lo, hi) == pytest.approx(R.mean_interval(0.04, 0.02, 5))
-    assert np.isnan(R.margin_interval((0.1, np.nan, 1), b, "APY")[1])
+    d, lo, hi = V.margin_interval((0.10, 0.02, 5), (0.06, np.nan, 1), "APY")
+    assert (lo, hi) == pytest.approx(V.mean_interval(0.04, 0.02, 5))
+    assert np.isnan(V.margin_interval((0.1, np.nan, 1), b, "APY")[1])
 
 
 def test_beats_verdict_needs_an_interval_that_excludes_zero():
@@ -337,21 +340,21 @@ def test_beats_verdict_needs_an_interval_that_excludes_zero():
                                  profile="cpu", seed=seed, options="", split="test",
                                  convention="standard", metric="RankIC", value=v))
         return pd.DataFrame(rows)
-    claim = [R.Claim("x", "beats", "rankic", ("dj30",), "RankIC", against=("LightGBM",))]
-    clear = R.verdict(frame([0.030, 0.031, 0.032]), claims=claim).iloc[0]
+    claim = [V.Claim("x", "beats", "rankic", ("dj30",), "RankIC", against=("LightGBM",))]
+    clear = V.verdict(frame([0.030, 0.031, 0.032]), claims=claim).iloc[0]
     assert clear["replicated"] == "yes" and clear["95% interval"].startswith("[+0.0")
-    noisy = R.verdict(frame([0.060, -0.020, 0.010]), claims=claim).iloc[0]
+    noisy = V.verdict(frame([0.060, -0.020, 0.010]), claims=claim).iloc[0]
     assert noisy["replicated"] == "ahead, not significant"
     lo, hi = (float(t.replace("−", "-")) for t in noisy["95% interval"].strip("[]").split(", "))
     assert lo < 0 < hi
-    behind = R.verdict(frame([0.0, 0.001, 0.002]), claims=claim).iloc[0]
+    behind = V.verdict(frame([0.0, 0.001, 0.002]), claims=claim).iloc[0]
     assert behind["replicated"] == "no"
     # a comparator model with one seed has no known spread: no interval, the "yes" is untested
     one = frame([0.030, 0.031, 0.032])
     one = one[(one["model"] == "storm") | (one["seed"] == 0)]
-    row = R.verdict(one, claims=claim).iloc[0]
+    row = V.verdict(one, claims=claim).iloc[0]
     assert row["replicated"] == "yes (LightGBM: 1 seed, untested)" and row["95% interval"] == "–"
-    assert np.isnan(R.margin_interval((0.1, 0.01, 3), (0.05, np.nan, 1), "APY", b_exact=False)[1])
+    assert np.isnan(V.margin_interval((0.1, 0.01, 3), (0.05, np.nan, 1), "APY", b_exact=False)[1])
 
 
 def test_compute_record_sums_wall_time_per_book_part():
@@ -365,11 +368,11 @@ def test_compute_record_sums_wall_time_per_book_part():
              options="topk_variant=official", seed=0, wall_seconds=6.0),
         dict(task="trading", universe="dj30", model="ppo", protocol="clean", options=None, seed=0, wall_seconds=7200.0),
     ])
-    c = R.compute_summary(runs).set_index(["part", "model"])
+    c = C.compute_summary(runs).set_index(["part", "model"])
     assert c.loc[("Tables 2, 4, ablations", "storm"), ["runs", "seeds", "total_s", "median_s"]].tolist() == [2, 2, 400.0, 200.0]
     assert c.loc[("Figure 3 (codebook sweep)", "storm"), "total_s"] == 50.0
     assert c.loc[("audit", "storm"), "total_s"] == 60.0 and c.loc[("audit", "lightgbm"), "total_s"] == 6.0
     assert c.loc[("Table 3 (trading)", "ppo"), "total_s"] == 7200.0
-    md = R.compute_markdown(runs)
+    md = C.compute_markdown(runs)
     assert "| **total** |  | 6 |  | 2.1 h |  |" in md and "STORM 6.7 min" in md
-    assert R.compute_markdown(pd.DataFrame()).startswith("No finished runs")
+    assert C.compute_markdown(pd.DataFrame()).startswith("No finished runs")

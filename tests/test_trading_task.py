@@ -203,7 +203,7 @@ def test_methods_end_to_end_on_dj30(method, dj30_setup, one_torch_thread):
 
 def test_task_config_hashes_only_the_methods_own_budget():
     from storm_lib.run import RunSpec
-    from storm_lib.trading.experiment import run_task
+    from storm_lib.tasks.trading import run_task
 
     cfg = {m: run_task.config(RunSpec("trading", "dj30", m, profile="cpu")) for m in ("buy_and_hold", "sac", "storm")}
     assert cfg["buy_and_hold"]["agent"] is None

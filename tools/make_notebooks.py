@@ -21,7 +21,7 @@ run_missing = True   # run missing runs now (cached runs are never rerun); False
 
 SETUP_IMPORTS = '''from IPython.display import Markdown, display
 
-import storm_lib.notebook as nb
+import storm_lib.presentation as nb
 from storm_lib import plots
 '''
 
@@ -191,7 +191,7 @@ stocks = ["AAPL", "JPM", "IBM", "INTC", "MSFT"]   # shown here; every run trades
 models = ["buy_and_hold", "lightgbm", "lstm", "transformer", "dqn", "sac", "ppo",
           "storm", "storm_wo_ts", "storm_wo_cs"]   # keys of storm_lib.trading.experiment.METHODS
 ''' + COMMON_TAIL.format(convention='convention = "paper"  # paper (annualised, as the paper\'s Buy&Hold rows) | standard | official (the code\'s)')),
-    code(SETUP_IMPORTS + '''from storm_lib.trading import experiment
+    code(SETUP_IMPORTS + '''from storm_lib.tasks import trading as trading_task
 
 ctx = nb.setup("table3_trading", universe=universe, stocks=stocks, models=models, seeds=seeds,
                protocol=protocol, profile=profile, convention=convention, data_dir=data_dir,
@@ -199,7 +199,7 @@ ctx = nb.setup("table3_trading", universe=universe, stocks=stocks, models=models
     md("## Runs\n\nOne run per (method, seed) of `storm_lib.run` (task `trading`), each trading the five stocks."),
     code('''plan = ctx.ensure(ctx.specs("trading"))
 m = ctx.metrics(plan)
-nb.trading_config(experiment.run_task.config, ctx.profile)'''),
+nb.trading_config(trading_task.run_task.config, ctx.profile)'''),
     md("## Ours against the paper, per stock\n\n" + READING),
     code('''for s in ctx.stocks:
     display(Markdown(f"**{s}**, test split, convention `{ctx.convention}`"),
@@ -331,7 +331,7 @@ and RankICIR for K = 128 to 2048, best at 512; the paper does not say which data
 frequency, with the share of entries used and the perplexity exp(H) of the usage distribution (K for a
 perfectly even use, 1 for a single entry). (b) Ours: one STORM portfolio run per K (the profile's default K,
 512 in the `cpu` profile, is the run without options), RankIC and RankICIR on the test period, next to the
-paper's values read by eye from Figure 3b (`storm_lib.notebook.PAPER_FIG3B`, transcribed in
+paper's values read by eye from Figure 3b (`storm_lib.presentation.codebook.PAPER_FIG3B`, transcribed in
 reference/paper.md §9, about ±0.001 RankIC and ±0.005 RankICIR).
 
 Parameters: `universes` (default DJ30: the paper does not say, and an SP500 STORM run costs about half an
@@ -357,7 +357,7 @@ Share of the test windows' tokens that each codebook entry receives, entries sor
 used (the dashed line is a perfectly even use), for the default-K run (first seed)."""),
     code('''for u, model in [(u, x) for u in ctx.universes for x in ctx.models]:
     codes = nb.codes(plan, u, model)
-    display(Markdown(f"**{u.upper()}, {nb.report.model_label(model)}**"), nb.codebook_stats(codes).round(3),
+    display(Markdown(f"**{u.upper()}, {nb.model_label(model)}**"), nb.codebook_stats(codes).round(3),
             plots.code_usage(codes, title=f"{u.upper()}: codebook usage over the test windows"))'''),
     md("""
 ## (b) Codebook size
@@ -366,8 +366,8 @@ RankIC and RankICIR on the test period against K (ours: mean ± std over seeds),
 beside them (dataset not stated, values read by eye)."""),
     code('''for u, model in [(u, x) for u in ctx.universes for x in ctx.models]:
     sweep = nb.codebook_sweep(m, u, model, convention=ctx.convention)
-    display(Markdown(f"**{u.upper()}, {nb.report.model_label(model)}**"), sweep.round(3),
-            plots.codebook_curve(sweep, title=f"{u.upper()}: {nb.report.model_label(model)} against the codebook size"))'''),
+    display(Markdown(f"**{u.upper()}, {nb.model_label(model)}**"), sweep.round(3),
+            plots.codebook_curve(sweep, title=f"{u.upper()}: {nb.model_label(model)} against the codebook size"))'''),
     *profile_cells(False),
     md(FOOTER_MD),
     code("nb.footer(ctx)"),
@@ -439,7 +439,7 @@ cumulative step as a green (up) or red (down) bar, every switch on (dark grey), 
 dashed with its ± range shaded. The text below each chart is generated from the numbers."""),
     code('''for u in ctx.universes:
     for model in ctx.models:
-        label = nb.report.model_label(model)
+        label = nb.model_label(model)
         display(Markdown(f"### {u.upper()}: {label}"), nb.audit_styled(at, u, model, ctx.seeds, ctx.profile),
                 plots.waterfall(nb.audit_waterfall(at, u, model), nb.audit_paper_lines(u, model),
                                 title=f"{u.upper()}, {label}: clean → every switch on (mean over seeds)"),

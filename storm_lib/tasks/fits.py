@@ -52,7 +52,7 @@ def fit_key(ctx, universe: str, model: str, kwargs: dict, protocol, profile: str
     import torch
 
     from ..features import FEATURE_VERSION
-    from ..train import pick_device
+    from ..utils import pick_device
 
     from ..panel import get_protocol
 

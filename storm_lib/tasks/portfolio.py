@@ -39,7 +39,7 @@ from .. import metrics, portfolio
 from ..features import resolve_feature_set
 from ..panel import get_protocol
 from ..profiles import get_profile
-from . import RunContext, RunOutput
+from .base import RunContext, RunOutput
 from .fits import fit_model
 
 MARKET = "market"

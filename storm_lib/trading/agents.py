@@ -203,7 +203,7 @@ def train_agent(
     ``device``: ``"cpu"`` (default: these small networks gain nothing from a GPU), ``None`` for CUDA when
     present; CPU threads follow ``$STORM_NUM_THREADS``.
     """
-    from ..train import pick_device
+    from ..utils import pick_device
 
     device = str(pick_device(device))  # also applies $STORM_NUM_THREADS (SB3 would use every core)
     cfg = {**budget(algo, profile), **overrides}

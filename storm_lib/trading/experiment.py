@@ -150,16 +150,13 @@ def _evaluate(setup: TradingSetup, stock: str, obs: np.ndarray, policy_run) -> t
     return curves, rows
 
 
-def _fit_return_model(name: str, setup: TradingSetup, seed: int, profile, progress: bool, ctx=None,
-                      command: str = "", **kw):
-    """(fitted return model, fit seconds, fit facts). With a run context ``ctx`` the fit goes through
-    :func:`storm_lib.tasks.fits.fit_model` (shared with other runs that make the same fit, e.g. the
-    portfolio task's clean STORM); without, it is fitted here."""
-    if ctx is not None:
-        from ..tasks.fits import fit_model
-
-        model, info = fit_model(ctx, setup.universe, name, kw, setup.panel, setup.protocol, profile.name, seed,
-                                command)
+def _fit_return_model(name: str, setup: TradingSetup, seed: int, profile, progress: bool, fit=None, **kw):
+    """(fitted return model, fit seconds, fit facts). With ``fit`` (a callable ``fit(name, options, setup,
+    profile, seed) -> (model, info)``, e.g. the run's shared fit store, ``storm_lib.tasks.trading``) the fit
+    goes through it (shared with other runs that make the same fit, e.g. the portfolio task's clean STORM);
+    without, it is fitted here."""
+    if fit is not None:
+        model, info = fit(name, kw, setup, profile, seed)
         return model, float(info["fit_seconds"]), info
     from ..models import make_model
 
@@ -170,13 +167,13 @@ def _fit_return_model(name: str, setup: TradingSetup, seed: int, profile, progre
 
 
 def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", progress: bool = True,
-               agent_overrides: dict | None = None, model_options: dict | None = None, ctx=None,
-               command: str = "") -> TradingResult:
+               agent_overrides: dict | None = None, model_options: dict | None = None,
+               fit=None) -> TradingResult:
     """Train ``method`` (a key of :data:`METHODS`) and trade every stock of ``setup``; see the module doc.
 
     ``agent_overrides`` replace the RL budget of the profile (``timesteps``, ``eval_every``, SB3 keywords);
-    ``model_options`` go to the return model (signal baselines, STORM) as in ``make_model``. ``ctx``: the
-    run context of :mod:`storm_lib.run` (return-model fits then go through the shared fit store).
+    ``model_options`` go to the return model (signal baselines, STORM) as in ``make_model``. ``fit``: how
+    return models are fitted (:func:`_fit_return_model`; the runner's task passes its shared fit store).
     """
     if method not in METHODS:
         raise ValueError(f"unknown trading method {method!r}; use one of {list(METHODS)}")
@@ -200,7 +197,7 @@ def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", p
         trade_each(lambda s: (dummy, lambda env: run_policy(env, lambda obs: BUY), 0.0))
 
     elif method in SIGNAL_MODELS:
-        model, secs, fit_info = _fit_return_model(method, setup, seed, prof, progress, ctx, command,
+        model, secs, fit_info = _fit_return_model(method, setup, seed, prof, progress, fit,
                                                    **{"label_norm": "raw", **model_options})
         info["fit_seconds"] = secs
         if "fit_reused" in fit_info:
@@ -218,7 +215,7 @@ def run_method(method: str, setup: TradingSetup, seed: int = 0, profile="cpu", p
             obs_by_stock = {s: feature_windows(setup.panel, s, FEATURE_WINDOW) for s in setup.stocks}
         else:
             algo = "ppo"
-            model, secs, fit_info = _fit_return_model(method, setup, seed, prof, progress, ctx, command,
+            model, secs, fit_info = _fit_return_model(method, setup, seed, prof, progress, fit,
                                                        **model_options)
             info["fit_seconds"] = secs
             if "fit_reused" in fit_info:
@@ -261,47 +258,3 @@ def task_config(spec) -> dict:
 
     algo = spec.model if spec.model in ALGOS else ("ppo" if spec.model in STORM_METHODS else None)
     return {**CONFIG, "agent": {"algo": algo, **budget(algo, spec.profile)} if algo else None}
-
-
-def run_task(spec, ctx):
-    """``storm_lib.run`` task ``"trading"`` (paper Table 3): one method on the five stocks.
-
-    ``spec.model`` is a key of :data:`METHODS`; ``spec.options`` starting with ``agent_`` override the RL
-    budget (``agent_timesteps=2048``), the others go to the return model (signal baselines, STORM).
-    Metrics: ``stock, split, convention, metric, value`` (+ ``train_seconds`` / ``fit_seconds`` rows with
-    split ``train``); tables ``equity`` (per stock and split: date, equity, action, executed, position)
-    and ``agent_log`` (validation evaluations of the RL agents).
-    """
-    from ..tasks import RunOutput
-    from ..tasks.portfolio import model_kwargs
-
-    prof = get_profile(spec.profile)
-    opts = dict(spec.options)
-    agent = {k[len(AGENT_PREFIX):]: v for k, v in opts.items() if k.startswith(AGENT_PREFIX)}
-    model_opts = {k: v for k, v in opts.items() if not k.startswith(AGENT_PREFIX)}
-    if model_opts and spec.model not in SIGNAL_MODELS + STORM_METHODS:
-        raise ValueError(f"trading method {spec.model!r} takes no model options, got {sorted(model_opts)}")
-    if spec.model in STORM_METHODS:
-        model_opts = model_kwargs(spec.model, model_opts)
-    panel = ctx.panel(spec.universe, window=prof.window)
-    setup = TradingSetup.from_universe(spec.universe, prof, spec.protocol, stocks=STOCKS,
-                                       prices=ctx.prices(spec.universe), panel=panel)
-    res = run_method(spec.model, setup, seed=spec.seed, profile=prof, progress=ctx.progress,
-                     agent_overrides=agent, model_options=model_opts, ctx=ctx, command=spec.command())
-    timing = [{"stock": s, "split": "train", "convention": "-", "metric": "train_seconds", "value": v}
-              for s, v in res.info["train_seconds"].items()]
-    timing += [{"stock": s, "split": "train", "convention": "-", "metric": "fit_seconds",
-                "value": res.info["fit_seconds"]} for s in setup.stocks]
-    metrics = pd.concat([res.metrics, pd.DataFrame(timing)], ignore_index=True)
-    tables = {"equity.parquet": res.equity}
-    logs = res.info.pop("logs", None)
-    if logs:
-        tables["agent_log"] = pd.concat([pd.DataFrame(v).assign(stock=s) for s, v in logs.items()],
-                                        ignore_index=True)
-    info = {k: v for k, v in res.info.items() if k not in ("method", "seed")}
-    info["paper_row"] = METHODS[spec.model]
-    return RunOutput(metrics=metrics, tables=tables, info=info)
-
-
-run_task.config = task_config
-run_task.models = tuple(METHODS)
