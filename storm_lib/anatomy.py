@@ -101,6 +101,30 @@ def anatomy_runs(universe: str = "dj30", protocol: str = "clean", profile: str =
     return pd.DataFrame(rows)
 
 
+def anatomy_plan(plan: pd.DataFrame, universe: str, data_dir=None) -> pd.DataFrame:
+    """:func:`anatomy_runs` for the finished runs of a notebook plan (columns model, seed, universe,
+    finished, run_dir) on ``universe``; the market row and runs without a score frame are skipped."""
+    from . import data as data_mod
+    from .run import record_model_version
+
+    sel = plan[(plan["universe"] == universe) & plan["finished"]]
+    if sel.empty:
+        return pd.DataFrame()
+    signals = trailing_signals(data_mod.load_prices(universe, data_dir=data_dir))
+    rows = []
+    for r in sel.itertuples():
+        path = Path(r.run_dir)
+        if not (path / "scores.parquet").is_file():
+            continue
+        import json
+
+        rec = json.loads((path / "run.json").read_text())
+        a = score_anatomy(pd.read_parquet(path / "scores.parquet"), signals)
+        rows.append({"model": r.model, "seed": r.seed, "model_version": record_model_version(rec),
+                     "superseded": False, **a, "run_dir": str(path)})
+    return pd.DataFrame(rows)
+
+
 def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds per (model, model_version) of :func:`anatomy_runs`' output."""
     if runs.empty:

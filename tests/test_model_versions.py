@@ -78,3 +78,21 @@ def test_score_anatomy_separates_a_static_tilt_from_a_moving_signal():
     sig = anatomy.trailing_signals(prices)
     c = anatomy.score_anatomy(sig["low_vol"].iloc[25:], sig)
     assert c["corr_low_vol"] == pytest.approx(1.0)
+
+
+def test_usage_table_means_over_seeds_per_split():
+    from storm_lib.presentation import usage_table
+
+    rows = []
+    for seed, used in ((0, 100), (1, 200)):
+        for split in ("test", "train", "valid"):
+            for metric, value in (("codes_used_cs", used), ("align_loss", 2.0), ("align_top1", 0.3),
+                                  ("RankIC", 0.1)):
+                rows.append({"task": "portfolio", "universe": "dj30", "model": "storm", "options": "",
+                             "protocol": "clean", "profile": "cpu", "seed": seed, "split": split,
+                             "convention": "standard" if metric == "RankIC" else "-", "metric": metric,
+                             "value": value})
+    t = usage_table(pd.DataFrame(rows), "dj30")
+    assert list(t.index.get_level_values("split")) == ["train", "valid", "test"]
+    assert (t["codes_used_cs"] == 150).all() and (t["seeds"] == 2).all() and "RankIC" not in t.columns
+    assert usage_table(pd.DataFrame(rows), "sp500").empty
