@@ -324,6 +324,18 @@ nb.ablation_table(ab)'''),
 Generated from the numbers above (not written by hand): per task, how often full STORM is the best of the
 three variants in our runs and in the paper, and how often our best variant is the paper's."""),
     code("display(Markdown(nb.ablation_text(ab)))"),
+    md("""
+## Two w/o-TS variants
+
+Without the TS module, what does a stock's embedding see? By default (STORM version 2) a learned per-stock
+identity vector attends to the CS day tokens: no per-stock input beyond what a CS-only model has, the
+information set of the paper's ablation (whose only per-stock parameters are output weights). The
+version-1 variant queried the CS tokens with Linear(the stock's own last-day features), an input the
+paper's ablation lacks; it is kept as the option `wo_ts_query=last_day`. RankIC (standard convention),
+mean ± std over seeds; "–" where no run exists
+(`python -m storm_lib.run --task portfolio --universe dj30 --model storm_wo_ts --option wo_ts_query=last_day --seed 0 1 2`)."""),
+    code('''for u in ctx.universes:
+    display(Markdown(f"**{u.upper()}**"), nb.wo_ts_variants(u, ctx.protocol, ctx.profile, ctx.results_dir))'''),
     *profile_cells(True),
     md(FOOTER_MD),
     code("nb.footer(ctx)"),

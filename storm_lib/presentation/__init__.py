@@ -16,7 +16,7 @@ the claim-by-claim verdict; :mod:`.uncertainty` intervals and paired tests; :mod
 compute record; :mod:`.fmt` number formatting. ``python -m storm_lib.report`` writes the book's includes.
 """
 
-from .ablation import ablation_frame, ablation_table, ablation_text
+from .ablation import WO_TS_VARIANTS, ablation_frame, ablation_table, ablation_text, wo_ts_variants
 from .audit import (AUDIT_METRICS, WATERFALL_METRICS, audit_frame, audit_means, audit_paper_lines, audit_specs,
                     audit_steps, audit_styled, audit_summary, audit_text, audit_waterfall, missing_text, paper_values,
                     switch_table)
