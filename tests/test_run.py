@@ -260,7 +260,7 @@ def test_portfolio_storm_run_tables(dj30_storm, data_dir):
     diag = m[m["convention"] == "-"].set_index(["split", "metric"])["value"]
     for split in ("train", "valid", "test"):
         for k in ("codes_used_cs", "perplexity_cs", "div_cs", "codes_used_ts", "perplexity_ts", "align_loss",
-                  "align_top1"):
+                  "align_top1", "align_loss_disjoint", "align_top1_disjoint"):
             assert (split, k) in diag.index, (split, k)
         assert 1 <= diag[(split, "codes_used_cs")] <= 32 and 1 <= diag[(split, "perplexity_ts")] <= 32
     assert diag[("test", "codes_used_cs")] == (codes.query("branch == 'cs'")["count"] > 0).sum()

@@ -9,7 +9,10 @@ windows (chance: ``align_chance`` = 1/B, loss at chance ``align_ln_b`` = ln B).
 
 The batches are drawn with their own seeded generator, so the training RNG is untouched. Random rather
 than consecutive windows, as in training: consecutive window ends share W − 1 of W days and would be
-near-duplicate negatives.
+near-duplicate negatives. Random batches of a short split still hold windows that share most of their
+days (16 of the 504 validation days: typically 30 days apart, W = 64), so ``align_loss_disjoint`` /
+``align_top1_disjoint`` repeat the measurement on batches of windows that share no day (window ends W
+apart, ``align_b_disjoint`` = min(B, len(t) // W) windows per batch, 8 offsets): chance ln B' and 1/B'.
 """
 
 from __future__ import annotations
@@ -50,12 +53,20 @@ def diagnose(net, panel, t: np.ndarray, batch_size: int = 16, seed: int = 0) -> 
                 for term in ("div", "entropy"):
                     sums[f"{term}_{name}"] = sums.get(f"{term}_{name}", 0.0) + float(br.losses[term])
             if net.align is not None and len(tb) == batch_size:  # full batches only: a fixed chance level
-                logits = net.align.logits(r.ts.cls, mask.bool(), r.cs.cls).float()
-                target = torch.arange(len(tb), device=logits.device)
-                align_loss += float(0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)))
-                align_top1 += float(0.5 * ((logits.argmax(1) == target).float().mean()
-                                           + (logits.argmax(0) == target).float().mean()))
-                n_align += 1
+                loss, top1 = _align_scores(net, r, mask)
+                align_loss, align_top1, n_align = align_loss + loss, align_top1 + top1, n_align + 1
+        w = panel.window
+        b_dis = min(batch_size, len(t) // w)
+        dis_loss, dis_top1, n_dis = 0.0, 0.0, 0
+        if net.align is not None and b_dis >= 2:
+            for offset in range(0, w, max(1, w // 8)):
+                tb = np.sort(t)[offset::w][:b_dis]
+                if len(tb) < b_dis:
+                    continue
+                x, mask, _ = train_mod.batch(panel, tb, device, with_y=False)
+                r = net._represent(x, mask)
+                loss, top1 = _align_scores(net, r, mask)
+                dis_loss, dis_top1, n_dis = dis_loss + loss, dis_top1 + top1, n_dis + 1
     finally:
         net.train(was_training)
     out: dict = {}
@@ -72,4 +83,17 @@ def diagnose(net, panel, t: np.ndarray, batch_size: int = 16, seed: int = 0) -> 
         out["align_top1"] = align_top1 / n_align if n_align else float("nan")
         out["align_chance"] = 1.0 / batch_size
         out["align_ln_b"] = math.log(batch_size)
+        if n_dis:
+            out["align_loss_disjoint"] = dis_loss / n_dis
+            out["align_top1_disjoint"] = dis_top1 / n_dis
+            out["align_b_disjoint"] = b_dis
     return out
+
+
+def _align_scores(net, r, mask) -> tuple[float, float]:
+    """Symmetric InfoNCE and mean top-1 retrieval (TS→CS and CS→TS) of one batch's representation."""
+    logits = net.align.logits(r.ts.cls, mask.bool(), r.cs.cls).float()
+    target = torch.arange(logits.shape[0], device=logits.device)
+    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    top1 = 0.5 * ((logits.argmax(1) == target).float().mean() + (logits.argmax(0) == target).float().mean())
+    return float(loss), float(top1)

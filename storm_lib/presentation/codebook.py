@@ -92,7 +92,8 @@ def codes(plan: pd.DataFrame, universe: str, model: str = "storm", options: str 
 
 #: eval-mode codebook usage and alignment quality that every STORM run records (issue 16)
 USAGE_METRICS = ("codes_used_cs", "perplexity_cs", "div_cs", "entropy_cs", "codes_used_ts", "perplexity_ts",
-                 "div_ts", "entropy_ts", "align_loss", "align_ln_b", "align_top1", "align_chance")
+                 "div_ts", "entropy_ts", "align_loss", "align_ln_b", "align_top1", "align_chance",
+                 "align_loss_disjoint", "align_top1_disjoint", "align_b_disjoint")
 
 
 def usage_table(m: pd.DataFrame, universe: str, models=None, options: str = "") -> pd.DataFrame:
