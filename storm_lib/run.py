@@ -46,6 +46,7 @@ import pandas as pd
 from . import data as data_mod
 from . import executors
 from .features import FEATURE_VERSION
+from .models import model_version
 from .panel import PROTOCOLS, get_protocol, split_indices
 from .profiles import PROFILES, get_profile, profile_identity
 from .tasks import TASKS, RunCache, RunContext, RunOutput
@@ -237,18 +238,23 @@ def identity(spec: RunSpec, ctx: RunContext) -> dict:
     """Everything the identity hash covers (loads the universe's prices to hash them)."""
     out = code_identity(spec)
     out["data"] = _data_identity(spec, ctx)
-    return {k: out[k] for k in ("spec", "profile", "task_config", "data", "feature_version", "results_version")}
+    keys = ("spec", "profile", "task_config", "data", "feature_version", "results_version", "model_version")
+    return {k: out[k] for k in keys if k in out}
 
 
 def code_identity(spec: RunSpec) -> dict:
     """The identity without the data hashes: what can be checked with no data at hand."""
-    return {
+    out = {
         "spec": {**asdict(spec), "options": spec.options_dict},
         "profile": profile_identity(spec.profile),  # no note; new training fields only when set
         "task_config": _task_config(spec),
         "feature_version": FEATURE_VERSION,
         "results_version": RESULTS_VERSION,
     }
+    version = model_version(spec.model)
+    if version > 1:  # absent at version 1, so the directories of unchanged models keep their hashes
+        out["model_version"] = version
+    return out
 
 
 def _data_identity(spec: RunSpec, ctx: RunContext) -> dict:
@@ -499,6 +505,7 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
         record = {
             "spec": {**asdict(spec), "options": spec.options_dict},
             "hash": run_hash(spec, ctx),
+            "model_version": model_version(spec.model),
             "identity": identity(spec, ctx),
             "config": {"profile": asdict(get_profile(spec.profile)), "options": spec.options_dict,
                        "task": _task_config(spec)},
@@ -598,28 +605,57 @@ def _spec_of(record: dict) -> RunSpec:
     return RunSpec(s["task"], s["universe"], s["model"], s["protocol"], s["profile"], s["seed"], s.get("options") or {})
 
 
+def record_model_version(record: dict) -> int:
+    """The model version a run.json records (runs written before versions were recorded: 1)."""
+    return int(record.get("model_version") or (record.get("identity") or {}).get("model_version") or 1)
+
+
+def superseded_runs(runs: list[tuple[Path, dict]]) -> set[Path]:
+    """Run directories whose model version is older than the newest one present in their group (same
+    task, universe, model, protocol, profile and options; seeds pooled)."""
+    newest: dict[tuple, int] = {}
+    keyed = []
+    for path, record in runs:
+        row = _spec_of(record).as_row()
+        key = tuple(row[k] for k in SPEC_COLUMNS if k != "seed")
+        version = record_model_version(record)
+        newest[key] = max(newest.get(key, version), version)
+        keyed.append((path, key, version))
+    return {path for path, key, version in keyed if version < newest[key]}
+
+
 def load_results(results_dir=None, task=None, universe=None, model=None, protocol=None, profile=None,
-                 seed=None, options=None) -> pd.DataFrame:
+                 seed=None, options=None, include_superseded: bool = False) -> pd.DataFrame:
     """Every finished run's ``metrics.csv`` with the spec columns added, for mean ± std tables over seeds.
 
     Filters take a value or a list; ``options`` matches the ``k=v,k2=v2`` string ("" = no options).
+    Per group of runs that differ only in the seed, only the runs of the newest model version present
+    are returned (:data:`storm_lib.models.MODEL_VERSIONS`); older ones stay on disk and come back with
+    ``include_superseded=True``, marked in the ``superseded`` column.
     Columns: task, universe, model, options, protocol, profile, seed, the task's metric columns
-    (portfolio: split, convention, metric, value), run_dir.
+    (portfolio: split, convention, metric, value), model_version, superseded, run_dir.
     """
     frames = []
     filters = dict(task=task, universe=universe, model=model, protocol=protocol, profile=profile, seed=seed,
                    options=options)
-    for path, record in finished_runs(results_dir):
+    runs = finished_runs(results_dir)
+    old = superseded_runs(runs)
+    for path, record in runs:
         row = _spec_of(record).as_row()
         if not all(_matches(row[k], v) for k, v in filters.items()):
+            continue
+        if path in old and not include_superseded:
             continue
         m = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
         for i, (k, v) in enumerate(row.items()):
             m.insert(i, k, v)
+        m["model_version"] = record_model_version(record)
+        m["superseded"] = path in old
         m["run_dir"] = str(path)
         frames.append(m)
     if not frames:
-        return pd.DataFrame(columns=list(SPEC_COLUMNS) + ["metric", "value", "run_dir"])
+        return pd.DataFrame(columns=list(SPEC_COLUMNS) + ["metric", "value", "model_version", "superseded",
+                                                          "run_dir"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -653,11 +689,15 @@ def compute_seconds(path: str | os.PathLike, record: dict | None = None) -> floa
 
 def list_runs(results_dir=None) -> pd.DataFrame:
     """One row per finished run: spec columns, finished timestamp, wall seconds (the finishing attempt),
-    compute seconds (:func:`compute_seconds`: with earlier, interrupted attempts' fits), run_dir."""
+    compute seconds (:func:`compute_seconds`: with earlier, interrupted attempts' fits), model version,
+    superseded (an older model version than the newest in its group, see :func:`load_results`), run_dir."""
+    runs = finished_runs(results_dir)
+    old = superseded_runs(runs)
     rows = [{**_spec_of(r).as_row(), "finished": r.get("finished"), "wall_seconds": r.get("wall_seconds"),
-             "compute_seconds": compute_seconds(p, r), "run_dir": str(p)} for p, r in finished_runs(results_dir)]
+             "compute_seconds": compute_seconds(p, r), "model_version": record_model_version(r),
+             "superseded": p in old, "run_dir": str(p)} for p, r in runs]
     return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["finished", "wall_seconds", "compute_seconds",
-                                                            "run_dir"])
+                                                            "model_version", "superseded", "run_dir"])
 
 
 def load_table(run: str | os.PathLike | RunSpec, name: str, results_dir=None, data_dir=None) -> pd.DataFrame:

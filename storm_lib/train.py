@@ -205,6 +205,17 @@ def _lr_lambda(total: int, warmup: int):
     return f
 
 
+def param_groups(net: torch.nn.Module, weight_decay: float):
+    """AdamW parameter groups: the names in ``net.no_weight_decay()`` (if defined, e.g. STORM's
+    codebooks) get no weight decay; everything else ``weight_decay``. One group when nothing is exempt."""
+    exempt = set(net.no_weight_decay()) if hasattr(net, "no_weight_decay") else set()
+    if not exempt:
+        return list(net.parameters())
+    named = list(net.named_parameters())
+    return [{"params": [p for n, p in named if n not in exempt], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0}]
+
+
 def fit(
     net: torch.nn.Module,
     panel: Panel,
@@ -235,7 +246,8 @@ def fit(
         raise ValueError(f"protocol {proto.name!r}: empty train or validation split on this panel")
     steps = cfg.steps_per_epoch or math.ceil(len(train_t) / cfg.batch_size)
     total = steps * cfg.max_epochs
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.warmup_frac * total))))
     rng = np.random.default_rng(seed)
 
@@ -283,6 +295,9 @@ def fit(
         val = evaluate(net, panel, valid_t, cfg.eval_batch_size, cfg.autocast)
         row.update({"val_RankIC": val["RankIC"], "val_RankICIR": val["RankICIR"],
                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+        probe = getattr(net, "epoch_diagnostics", None)  # e.g. STORM: eval-mode code usage, alignment
+        if probe is not None:
+            row.update({f"val_{k}": v for k, v in probe(panel, valid_t, cfg.batch_size).items()})
         score = val["RankIC"] if cfg.select_metric == "rankic" else -row["loss"]
         if np.isfinite(score) and score > best_score:
             best_score, best_epoch = score, epoch

@@ -5,15 +5,17 @@ import math
 import pytest
 import torch
 
-from storm_lib.models.quantizer import VectorQuantizer, diversity_loss, orthogonality_loss
+from storm_lib.models.quantizer import (VectorQuantizer, diversity_loss, entropy_penalty, orthogonality_loss,
+                                        usage_stats)
 
 torch.set_num_threads(1)
 
 
 def make_vq(k=16, d=8, seed=0, **kw):
-    """A quantiser with N(0, 1) entries and neither data init nor restarts (so tests see the losses alone)."""
+    """A Euclidean (version 1) quantiser with N(0, 1) entries and neither data init nor restarts (so
+    tests see the losses alone). The cosine quantiser (the default) has its own tests below."""
     torch.manual_seed(seed)
-    vq = VectorQuantizer(k, d, data_init=False, restart_threshold=0.0, **kw)
+    vq = VectorQuantizer(k, d, data_init=False, restart_threshold=0.0, **{"metric": "euclid", **kw})
     with torch.no_grad():
         vq.codebook.normal_()
     return vq
@@ -24,7 +26,7 @@ def test_shapes_and_straight_through_gradient():
     z = torch.randn(3, 5, 8, requires_grad=True)
     out = vq(z)
     assert out.z_q.shape == z.shape and out.indices.shape == (3, 5) and out.indices.dtype == torch.long
-    assert set(out.losses) == {"codebook", "commit", "div", "ortho"}
+    assert set(out.losses) == {"codebook", "commit", "div", "entropy", "ortho"}
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.losses.values())
     assert 1.0 <= out.perplexity.item() <= 16.0
     # forward value is the code, backward is the identity (straight-through)
@@ -131,15 +133,15 @@ def test_orthogonality_loss_formula_and_optimisation():
 
 def test_data_init_and_eval_mode():
     torch.manual_seed(6)
-    vq = VectorQuantizer(16, 4)  # data_init=True
-    assert not bool(vq.initialised)
+    vq = VectorQuantizer(16, 4, metric="euclid")  # data_init=True
+    assert not vq.initialised
     z = torch.randn(100, 4)
     vq.eval()
     vq(z)
-    assert not bool(vq.initialised)  # eval never initialises
+    assert not vq.initialised  # eval never initialises
     vq.train()
     out = vq(z)
-    assert bool(vq.initialised)
+    assert vq.initialised
     # entries are data tokens, and every entry is used by at least its own token
     d = (vq.codebook.detach()[:, None] - z[None]).norm(dim=-1).min(1).values
     assert d.max() < 1e-5
@@ -150,10 +152,10 @@ def test_data_init_and_eval_mode():
     assert torch.equal(out_eval.indices, out.indices) and torch.isfinite(out_eval.losses["commit"])
     # fewer tokens than codes: jittered copies, still finite and deterministic given the seed
     torch.manual_seed(7)
-    a = VectorQuantizer(16, 4)
+    a = VectorQuantizer(16, 4, metric="euclid")
     a(torch.randn(5, 4))
     torch.manual_seed(7)
-    b = VectorQuantizer(16, 4)
+    b = VectorQuantizer(16, 4, metric="euclid")
     b(torch.randn(5, 4))
     assert torch.equal(a.codebook, b.codebook) and torch.isfinite(a.codebook).all()
 
@@ -178,3 +180,75 @@ def test_dead_codes_are_restarted_in_training_only():
     # restarted entries sit on encoder tokens
     d = (vq.codebook.detach()[1:, None] - z[None]).norm(dim=-1).min(1).values
     assert d.max() < 1e-5
+
+
+# --------------------------------------------------------------------------- cosine codes (the default)
+
+
+def test_cosine_assignment_output_and_straight_through():
+    torch.manual_seed(10)
+    vq = VectorQuantizer(32, 8, data_init=False, restart_threshold=0.0)
+    assert vq.metric == "cosine" and vq.tau == 0.05
+    z = torch.randn(6, 7, 8, requires_grad=True)
+    out = vq(z)
+    unit = torch.nn.functional.normalize(vq.codebook.detach(), dim=-1)
+    cos = torch.nn.functional.normalize(z.detach(), dim=-1) @ unit.T
+    assert torch.equal(out.indices, cos.argmax(-1))
+    torch.testing.assert_close(out.z_q, math.sqrt(8) * unit[out.indices])  # unit entries of RMS 1
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in out.losses.values())
+    # codebook / commit: squared distance of the unit vectors, 2 − 2·cos, averaged over dims
+    expected = (2 - 2 * cos.max(-1).values).mean() / 8
+    assert out.losses["commit"].item() == pytest.approx(expected.item(), rel=1e-4)
+    (out.z_q.sum()).backward()  # gradients reach the encoder through the normalisation
+    assert z.grad.abs().sum() > 0
+
+
+def test_cosine_kmeans_init_covers_planted_clusters():
+    torch.manual_seed(11)
+    centres = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    z = 3 * centres.repeat(40, 1) + 0.05 * torch.randn(320, 16)
+    vq = VectorQuantizer(8, 16, restart_threshold=0.0)
+    vq.train()
+    out = vq(z)
+    assert vq.initialised
+    assert torch.unique(out.indices).numel() == 8 and out.perplexity.item() > 7.9
+    # the entries sit on the cluster directions
+    cos = torch.nn.functional.normalize(vq.codebook.detach(), dim=-1) @ centres.T
+    assert cos.max(0).values.min() > 0.99
+    # a loaded quantiser is never re-initialised, and version 1 checkpoints (an "initialised" buffer) load
+    fresh = VectorQuantizer(8, 16)
+    state = {**vq.state_dict(), "initialised": torch.tensor(True)}
+    fresh.load_state_dict(state)
+    assert fresh.initialised and torch.equal(fresh.codebook, vq.codebook)
+
+
+def test_entropy_penalty_rewards_sharp_and_spread_assignments():
+    k = 16
+    sharp_spread = torch.eye(k).repeat(2, 1) * 0.999 + 0.001 / k
+    flat = torch.full((2 * k, k), 1.0 / k)
+    one = torch.zeros(2 * k, k)
+    one[:, 0] = 1.0
+    one = one * 0.999 + 0.001 / k
+    h = [entropy_penalty(p, p.log()).item() for p in (sharp_spread, flat, one)]
+    assert h[0] == pytest.approx(-math.log(k), abs=0.05)
+    assert h[1] == pytest.approx(0.0, abs=1e-6) and h[2] == pytest.approx(0.0, abs=0.05)
+    # the paper's L_div cannot tell the first two apart; the entropy penalty can
+    assert diversity_loss(sharp_spread).item() == pytest.approx(diversity_loss(flat).item(), abs=1e-6)
+
+
+def test_restart_has_no_host_sync_and_moves_dead_entries_only():
+    torch.manual_seed(12)
+    vq = VectorQuantizer(16, 4, data_init=False, restart_threshold=0.5)
+    with torch.no_grad():
+        vq.usage_ema[:8] = 0.0          # entries 0-7 dead, 8-15 alive
+    before = vq.codebook.detach().clone()
+    vq.train()
+    vq(torch.randn(64, 4))
+    assert vq.restarts.item() == 8
+    assert not torch.equal(vq.codebook[:8], before[:8]) and torch.equal(vq.codebook[8:], before[8:])
+    assert torch.allclose(vq.codebook[:8].norm(dim=-1), torch.ones(8))  # restarted on unit tokens
+
+
+def test_usage_stats():
+    s = usage_stats(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), 8)
+    assert s["used"] == 4 and s["perplexity"] == pytest.approx(4.0)

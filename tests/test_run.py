@@ -255,6 +255,16 @@ def test_portfolio_storm_run_tables(dj30_storm, data_dir):
     per = codes.groupby("branch")["count"].sum()
     assert per["cs"] == 752 * 16 and per["ts"] == 752 * 29 * 4  # W day tokens; N stocks x W/p patches
     assert len(load_table(path, "history")) >= 1
+    assert {"val_codes_used_cs", "val_align_loss", "val_align_top1"} <= set(load_table(path, "history").columns)
+    # eval-mode codebook usage and alignment quality on every split (issue 16)
+    diag = m[m["convention"] == "-"].set_index(["split", "metric"])["value"]
+    for split in ("train", "valid", "test"):
+        for k in ("codes_used_cs", "perplexity_cs", "div_cs", "codes_used_ts", "perplexity_ts", "align_loss",
+                  "align_top1", "align_loss_disjoint", "align_top1_disjoint"):
+            assert (split, k) in diag.index, (split, k)
+        assert 1 <= diag[(split, "codes_used_cs")] <= 32 and 1 <= diag[(split, "perplexity_ts")] <= 32
+    assert diag[("test", "codes_used_cs")] == (codes.query("branch == 'cs'")["count"] > 0).sum()
+    assert rec["model_version"] == 2 and rec["identity"]["model_version"] == 2
 
 
 def test_portfolio_market_row(dj30_storm, data_dir, cache):

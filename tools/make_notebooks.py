@@ -172,6 +172,17 @@ mean of the seeds' wealth curves), against the market index (dashed black)."""),
     md("## Drawdown\n\nThe fall of each wealth curve below its running peak (MDD is the deepest point)."),
     code('''for u in ctx.universes:
     display(plots.drawdown(nb.daily(plan, "return", universe=u), title=f"{ctx.label(u)}: drawdown"))'''),
+    md("""
+## Score anatomy
+
+What kind of signal each model's test scores carry (`storm_lib.anatomy`, mean ± sd over seeds):
+**stock share**, the share of the cross-sectional variance of the (per-day z-scored) scores explained by
+a per-stock constant (1 = a fixed stock ranking); **rank autocorr**, the day-to-day Spearman correlation
+of the scores; **low vol** / **momentum**, the mean daily Spearman correlation with minus the 20-day
+volatility and with the 20-day return. A high stock share with a rank autocorrelation near 1 is a static
+tilt, not a time-varying forecast."""),
+    code('''for u in ctx.universes:
+    display(Markdown(f"**{ctx.label(u)}**"), nb.score_anatomy(ctx, plan, u).round(2))'''),
     md(STATS_MD.format(extra=COSTS_MD)),
     code("nb.uncertainty(ctx, plan, m, costs=True)"),
     md(FOOTER_MD),
@@ -334,6 +345,18 @@ nb.ablation_table(ab)'''),
 Generated from the numbers above (not written by hand): per task, how often full STORM is the best of the
 three variants in our runs and in the paper, and how often our best variant is the paper's."""),
     code("display(Markdown(nb.ablation_text(ab)))"),
+    md("""
+## Two w/o-TS variants
+
+Without the TS module, what does a stock's embedding see? By default (STORM version 2) a learned per-stock
+identity vector attends to the CS day tokens: no per-stock input beyond what a CS-only model has, the
+information set of the paper's ablation (whose only per-stock parameters are output weights). The
+version-1 variant queried the CS tokens with Linear(the stock's own last-day features), an input the
+paper's ablation lacks; it is kept as the option `wo_ts_query=last_day`. RankIC (standard convention),
+mean ± std over seeds; "–" where no run exists
+(`python -m storm_lib.run --task portfolio --universe dj30 --model storm_wo_ts --option wo_ts_query=last_day --seed 0 1 2`)."""),
+    code('''for u in ctx.universes:
+    display(Markdown(f"**{u.upper()}**"), nb.wo_ts_variants(u, ctx.protocol, ctx.profile, ctx.results_dir))'''),
     *profile_cells(True),
     md(FOOTER_MD),
     code("nb.footer(ctx)", "remove-input"),
@@ -380,6 +403,16 @@ used (the dashed line is a perfectly even use), for the default-K run (first see
     codes = nb.codes(plan, u, model)
     display(Markdown(f"**{ctx.label(u)}, {nb.model_label(model)}**"), nb.codebook_stats(codes).round(3),
             plots.code_usage(codes, title=f"{ctx.label(u)}: codebook usage over the test windows"))'''),
+    md("""
+### Usage where it matters, and the alignment
+
+Per split (train windows: every 4th; valid; test), in eval mode, mean over seeds: entries used and
+perplexity of the hard assignments of each codebook beside the value of the diversity loss (the paper's
+L_div, −H(p̄)/K: exp(−K·div) is the usage the loss reports) and of the entropy penalty; the TS↔CS
+alignment InfoNCE (chance level ln B) and top-1 retrieval of the matching window among B random windows
+(chance 1/B). STORM version 2 (DESIGN.md); version-1 runs did not record these."""),
+    code('''for u in ctx.universes:
+    display(Markdown(f"**{u.upper()}**"), nb.usage_table(m, u, ctx.models).round(3))'''),
     md("""
 ## (b) Codebook size
 

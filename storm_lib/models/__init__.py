@@ -24,6 +24,17 @@ _REGISTRY = {
 }
 MODEL_NAMES = tuple(_REGISTRY)
 
+#: version of each model's method; bump when a model's code changes what it computes. It enters the run
+#: identity (storm_lib.run.identity, only when > 1, so version-1 run directories keep their hashes) and
+#: run.json; load_results keeps only the newest version's runs. STORM 2: cosine codebooks with the
+#: MAGVIT-v2 entropy penalty, DeepSets alignment at weight 0.1, identity-query w/o-TS (issue 16).
+MODEL_VERSIONS = {name: 1 for name in _REGISTRY} | {"storm": 2, "storm_wo_ts": 2, "storm_wo_cs": 2}
+
+
+def model_version(name: str) -> int:
+    """:data:`MODEL_VERSIONS` of ``name`` (1 for names outside the registry, e.g. the market row)."""
+    return MODEL_VERSIONS.get(name, 1)
+
 
 def model_class(name: str) -> type:
     """The class behind registry name ``name``."""
@@ -34,22 +45,5 @@ def model_class(name: str) -> type:
     return getattr(import_module(f"{__name__}.{module}"), cls)
 
 
-def option_keys(name: str) -> set[str]:
-    """The keywords :func:`make_model` accepts for ``name`` (the registry's fixed ones excluded)."""
-    return model_class(name).option_keys() - set(_REGISTRY[name][2])
-
-
-def make_model(name: str, **kwargs) -> ReturnModel:
-    """A fresh, unfitted model by registry name, e.g. ``make_model("storm", profile="cpu", seed=3)``.
-
-    An unknown keyword is a ``TypeError`` naming the valid ones (never passed on or ignored)."""
-    cls = model_class(name)
-    fixed = _REGISTRY[name][2]
-    bad = sorted(set(kwargs) - option_keys(name))
-    if bad:
-        raise TypeError(f"make_model({name!r}): unknown keyword argument(s) {bad}; valid: "
-                        f"{', '.join(sorted(option_keys(name))) if name != 'lightgbm' else cls.option_help()}")
-    return cls(**fixed, **kwargs)
-
-
-__all__ = ["MODEL_NAMES", "ModelOutput", "ReturnModel", "TorchReturnModel", "make_model", "model_class", "option_keys"]
+__all__ = ["MODEL_NAMES", "MODEL_VERSIONS", "ModelOutput", "ReturnModel", "TorchReturnModel", "make_model", "model_class",
+           "model_version", "option_keys"]

@@ -67,11 +67,16 @@ class StormConfig:
     prior_layers: int = 1            # self-attention blocks of the prior over factor tokens
     prior_across_batch: bool = False  # audit switch (e): the prior's attention runs across the mini-batch
                                       # as in the official code (official-code.md §10.2); see Prior
-    div_temperature: float = 1.0     # τ of the diversity soft assignment softmax(−‖z_e − e_k‖²/τ)
-    codebook_data_init: bool = True  # first training batch initialises the codebooks
+    codebook_metric: str = "cosine"  # "cosine": ℓ2-normalised codes (ViT-VQGAN); "euclid": version 1
+    div_temperature: float | None = None  # τ of the soft assignment (None: cosine 0.05, euclid 1.0)
+    codebook_data_init: bool = True  # first training batch initialises the codebooks (k-means for cosine)
     codebook_restart: float = 0.1    # restart entries used by < this many tokens per batch (EMA); 0: off
-    contrastive_temperature: float = 0.07  # initial InfoNCE temperature (CLIP)
-    learn_temperature: bool = True
+    contrastive_temperature: float = 0.1  # InfoNCE temperature (fixed; CLIP learns it from 0.07)
+    learn_temperature: bool = False  # version 1: True. Learned, it grew until the validation InfoNCE
+                                     # rose while retrieval improved (overconfident on new windows)
+    align_pool: str = "mlp"          # TS summary: "mlp" = mean_i MLP(cls_i) (DeepSets); "mean": version 1
+    wo_ts_query: str = "identity"    # w/o-TS stock query: "identity" (learned per-stock vector, no
+                                     # per-stock input) or "last_day" (version 1: Linear(x_i on the last day))
     kl_reduction: str = "sum"        # over valid factors: "sum" (FactorVAE, official), "mean", or
                                      # "stock" (sum / valid stocks: the per-stock ELBO scale)
     checkpoint_ts: bool = False      # recompute the TS encoder/decoder blocks in backward (activation
@@ -85,8 +90,9 @@ class StormConfig:
     w_codebook: float = 1.0
     w_commit: float = 1.0
     w_div: float = 0.1               # official
+    w_entropy: float = 0.1           # MAGVIT-v2 entropy penalty (not in the paper; quantizer.py)
     w_ortho: float = 0.1             # official
-    w_contrastive: float = 1e-3      # official
+    w_contrastive: float = 0.1       # official 1e-3 gave the encoders no say: InfoNCE stayed at ln(B)
     w_nll: float = 1.0
     w_kl: float = 0.1                # official
     w_nll_prior: float = 1.0         # NLL of y under the prior predictive (not in FactorVAE; see FactorModule)
@@ -100,6 +106,11 @@ class StormConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.kl_reduction not in ("mean", "sum", "stock"):
             raise ValueError("kl_reduction must be 'mean', 'sum' or 'stock'")
+        for name, value, known in (("codebook_metric", self.codebook_metric, ("cosine", "euclid")),
+                                   ("align_pool", self.align_pool, ("mlp", "mean")),
+                                   ("wo_ts_query", self.wo_ts_query, ("identity", "last_day"))):
+            if value not in known:
+                raise ValueError(f"{name} must be one of {known}, got {value!r}")
 
     @property
     def n_patches(self) -> int:
@@ -114,7 +125,8 @@ class StormConfig:
         w = {"contrastive": self.w_contrastive, "nll": self.w_nll, "kl": self.w_kl, "nll_prior": self.w_nll_prior}
         for b in ("ts", "cs"):
             w.update({f"recon_{b}": getattr(self, f"w_recon_{b}"), f"codebook_{b}": self.w_codebook,
-                      f"commit_{b}": self.w_commit, f"div_{b}": self.w_div, f"ortho_{b}": self.w_ortho})
+                      f"commit_{b}": self.w_commit, f"div_{b}": self.w_div, f"ortho_{b}": self.w_ortho,
+                      f"entropy_{b}": self.w_entropy})
         return w
 
 
@@ -277,7 +289,7 @@ class BranchOutput:
     q: torch.Tensor          # quantised tokens (straight-through), same shape
     cls: torch.Tensor        # [cls] outputs (TS: (B, N, d); CS: (B, d))
     codes: torch.Tensor      # code indices (TS: (B, N, P); CS: (B, W))
-    losses: dict             # recon, codebook, commit, div, ortho
+    losses: dict             # recon, codebook, commit, div, entropy, ortho
     perplexity: torch.Tensor
 
 
@@ -297,7 +309,7 @@ class TSModule(nn.Module):
         self.embed = nn.Linear(p * f, d)
         self.encoder = Encoder(n_p, d, cfg.n_heads, cfg.ts_layers, cfg.dropout, cfg.mlp_ratio)
         self.vq = VectorQuantizer(cfg.codebook_size, d, cfg.div_temperature, cfg.codebook_data_init,
-                                  cfg.codebook_restart)
+                                  cfg.codebook_restart, metric=cfg.codebook_metric)
         self.decoder = Decoder(n_p, d, cfg.n_heads, cfg.ts_dec_layers, cfg.dropout, cfg.mlp_ratio)
         self.head = nn.Linear(d, p * f)
         self.encoder.checkpoint = self.decoder.checkpoint = cfg.checkpoint_ts
@@ -331,7 +343,7 @@ class CSModule(nn.Module):
         self.stem, self.embed = nn.Linear(f, e), nn.Linear(n * e, d)
         self.encoder = Encoder(w, d, cfg.n_heads, cfg.cs_layers, cfg.dropout, cfg.mlp_ratio)
         self.vq = VectorQuantizer(cfg.codebook_size, d, cfg.div_temperature, cfg.codebook_data_init,
-                                  cfg.codebook_restart)
+                                  cfg.codebook_restart, metric=cfg.codebook_metric)
         self.decoder = Decoder(w, d, cfg.n_heads, cfg.cs_dec_layers, cfg.dropout, cfg.mlp_ratio)
         self.unembed, self.unstem = nn.Linear(d, n * e), nn.Linear(e, f)
 
@@ -377,13 +389,21 @@ class Fusion(nn.Module):
 
 class Alignment(nn.Module):
     """Semantic alignment: symmetric InfoNCE (CLIP; Radford et al. 2021, Fig. 3) between the TS
-    summary of a sample (mean of its valid stocks' TS [cls]) and the CS [cls] of the same sample; the
-    other samples of the batch are the negatives. A training signal only: nothing here feeds ``pred``.
+    summary of a sample and the CS [cls] of the same sample; the other samples of the batch are the
+    negatives. A training signal only: nothing here feeds ``pred``.
+
+    TS summary (``align_pool``): ``"mlp"`` = mean over valid stocks of MLP(TS [cls]_i), a DeepSets
+    pooling (Zaheer et al. 2017); ``"mean"`` (version 1) = MLP-free mean of the [cls]. Why version 1 sat
+    at ln(B): the features are cross-sectionally z-scored per day, so the plain mean over stocks of
+    (nearly linear) per-stock summaries is almost the same vector for every window and identifies none;
+    with the official weight 1e-3 the encoders had no reason to put window identity into [cls] either.
     """
 
     def __init__(self, cfg: StormConfig):
         super().__init__()
         d = cfg.d_model
+        self.pool = cfg.align_pool
+        self.phi_ts = MLP(d, 2 * d, d) if self.pool == "mlp" else None
         self.proj_ts, self.proj_cs = nn.Linear(d, d), nn.Linear(d, d)
         scale = torch.tensor(math.log(1.0 / cfg.contrastive_temperature))
         if cfg.learn_temperature:
@@ -391,14 +411,19 @@ class Alignment(nn.Module):
         else:
             self.register_buffer("logit_scale", scale)
 
-    def forward(self, ts_cls, mask, cs_cls):
-        """ts_cls (B, N, d), mask (B, N), cs_cls (B, d) → scalar loss (0 for B = 1)."""
+    def logits(self, ts_cls, mask, cs_cls):
+        """ts_cls (B, N, d), mask (B, N), cs_cls (B, d) → similarity logits (B, B), rows = TS."""
         m = mask[..., None].to(ts_cls.dtype)
-        ts = (ts_cls * m).sum(1) / m.sum(1).clamp_min(1.0)
+        h = self.phi_ts(ts_cls) if self.phi_ts is not None else ts_cls
+        ts = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
         a = F.normalize(self.proj_ts(ts), dim=-1)
         c = F.normalize(self.proj_cs(cs_cls), dim=-1)
-        logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
-        target = torch.arange(a.shape[0], device=a.device)
+        return self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
+
+    def forward(self, ts_cls, mask, cs_cls):
+        """→ scalar loss (0 for B = 1)."""
+        logits = self.logits(ts_cls, mask, cs_cls)
+        target = torch.arange(logits.shape[0], device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
@@ -600,9 +625,12 @@ class STORM(nn.Module):
     Factor tokens (§2.5, each token a multi-dimensional factor; [encoder output ‖ quantised] → d):
     dual = W CS day tokens ‖ N per-stock TS summaries (L = W + N); w/o-TS: L = W; w/o-CS: L = N.
     Stock embedding e_i: with a TS branch, LayerNorm(mean over patches of stock i's (fused) TS tokens
-    + Linear(its [cls])); CS only, a per-stock query Linear(x_i on the last day) cross-attends to the W
-    CS tokens. Invalid stocks (mask False) are zeroed at the input, excluded from every loss, from the
-    CS patch and from the factor set, so they cannot influence valid stocks' predictions.
+    + Linear(its [cls])); CS only, a per-stock query cross-attends to the W CS tokens: a learned
+    per-stock identity vector (``wo_ts_query="identity"``, the default: the information set of the
+    paper's w/o-TS, whose only per-stock parameters are output weights) or, as in version 1,
+    Linear(x_i on the last day) (``"last_day"``: a per-stock input path the paper's ablation lacks).
+    Invalid stocks (mask False) are zeroed at the input, excluded from every loss, from the CS patch
+    and from the factor set, so they cannot influence valid stocks' predictions.
     """
 
     def __init__(self, cfg: StormConfig):
@@ -616,13 +644,28 @@ class STORM(nn.Module):
         self.cs_token = nn.Linear(2 * d, d) if cfg.use_cs else None
         self.fusion = Fusion(cfg) if cfg.dual and cfg.fusion else None
         self.align = Alignment(cfg) if cfg.dual else None
-        if not cfg.use_ts:  # CS-only stock embedding
-            self.stock_query = nn.Linear(cfg.n_features, d)
+        if not cfg.use_ts:  # CS-only stock embedding: a per-stock query cross-attends to the CS tokens
+            if cfg.wo_ts_query == "identity":
+                self.stock_id = nn.Parameter(0.02 * torch.randn(cfg.n_stocks, d))
+            else:
+                self.stock_query = nn.Linear(cfg.n_features, d)
             self.stock_attn = Block(d, cfg.n_heads, cfg.dropout, cfg.mlp_ratio, cross=True)
         self.type_emb = nn.Parameter(0.02 * torch.randn(2, d))  # [CS token, TS stock token]
         self.ln_e, self.ln_f = nn.LayerNorm(d), nn.LayerNorm(d)
         n_factors = cfg.window * cfg.use_cs + cfg.n_stocks * cfg.use_ts
         self.factor = FactorModule(cfg, n_factors)
+
+    def epoch_diagnostics(self, panel, t, batch_size: int = 16) -> dict:
+        """Eval-mode codebook usage and alignment quality on windows ``t`` (storm_diagnostics.diagnose);
+        :func:`storm_lib.train.fit` logs it on the validation windows after every epoch."""
+        from .storm_diagnostics import diagnose
+
+        return diagnose(self, panel, t, batch_size)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names the optimiser must not decay: the codebooks (decay pulls every entry toward
+        the origin, where a Euclidean codebook collapses; VQGAN-style training excludes them)."""
+        return {n for n, _ in self.named_parameters() if n.endswith("vq.codebook")}
 
     def _represent(self, x, mask, decode: bool = True) -> Representation:
         cfg = self.cfg
@@ -657,7 +700,9 @@ class STORM(nn.Module):
             valid.append(mask)
             losses.update({f"{k}_ts": v for k, v in ts.losses.items()})
         else:
-            e = self.ln_e(self.stock_attn(self.stock_query(x[:, -1]), c))
+            q = (self.stock_id.expand(b, -1, -1) if self.cfg.wo_ts_query == "identity"
+                 else self.stock_query(x[:, -1]))
+            e = self.ln_e(self.stock_attn(q, c))
         if self.align is not None:
             losses["contrastive"] = self.align(ts.cls, mask, cs.cls)
         return Representation(e, self.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, losses)
@@ -774,6 +819,15 @@ class StormModel(TorchReturnModel):
         res["dates"] = panel.dates[t]
         res["tickers"] = [panel.tickers[j] for j in (np.arange(len(panel.tickers)) if stocks is None else stocks)]
         return res
+
+    def diagnostics(self, panel, t) -> dict:
+        """Eval-mode codebook usage and alignment quality on windows ending at ``t``
+        (:func:`storm_lib.models.storm_diagnostics.diagnose`, batches of the training batch size)."""
+        from .storm_diagnostics import diagnose
+
+        if self.net is None:
+            raise RuntimeError("call fit() or load() first")
+        return diagnose(self.net, panel, np.asarray(t), self.train_cfg.batch_size)
 
     def _meta(self) -> dict:
         return {**super()._meta(), "variant": self.variant, "model": self.model_overrides}

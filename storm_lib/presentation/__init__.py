@@ -16,11 +16,12 @@ the claim-by-claim verdict; :mod:`.uncertainty` intervals and paired tests; :mod
 compute record; :mod:`.fmt` number formatting. ``python -m storm_lib.report`` writes the book's includes.
 """
 
-from .ablation import ablation_frame, ablation_table, ablation_text
+from .ablation import WO_TS_VARIANTS, ablation_frame, ablation_table, ablation_text, wo_ts_variants
 from .audit import (AUDIT_METRICS, WATERFALL_METRICS, audit_frame, audit_means, audit_paper_lines, audit_specs,
                     audit_steps, audit_styled, audit_summary, audit_text, audit_waterfall, missing_text, paper_values,
                     switch_table)
-from .codebook import PAPER_FIG3B, codebook_size_of, codebook_specs, codebook_stats, codebook_sweep, codes
+from .codebook import (PAPER_FIG3B, USAGE_METRICS, codebook_size_of, codebook_specs, codebook_stats, codebook_sweep,
+                       codes, score_anatomy, usage_table)
 from .context import (CODEBOOK_SIZES, GET_DATA, IC_METRICS, PORTFOLIO_METRICS, PORTFOLIO_MODELS, RANKIC_MODELS,
                       STORM_MODELS, TRADING_SAMPLE_NOTE, TRADING_STOCKS, Context, MissingData, NotebookStop,
                       RunContext, RunsFailed, as_bool, as_ints, as_list, data_hashes, ensure_runs, is_all,

@@ -151,3 +151,35 @@ def ablation_text(ab: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+
+
+# --------------------------------------------------------------------------- the two w/o-TS variants (issue 16)
+
+#: w/o-TS rows: (label, model version, options string)
+WO_TS_VARIANTS = (
+    ("w/o-TS, identity query (default, version 2)", 2, ""),
+    ("w/o-TS, last-day query (option wo_ts_query=last_day, version 2)", 2, "wo_ts_query=last_day"),
+    ("w/o-TS, last-day query (version 1, superseded)", 1, ""),
+)
+
+
+def wo_ts_variants(universe: str, protocol: str = "clean", profile: str = "cpu", results_dir=None,
+                   split_metrics=(("valid", "RankIC"), ("test", "RankIC"), ("test", "RankICIR"))) -> pd.DataFrame:
+    """RankIC of the w/o-TS ablation with and without a per-stock input path, mean ± std over seeds: the
+    default (a learned per-stock identity query: the paper's information set), the version-1 query
+    Linear(x_i on the last day) as a version-2 option, and the superseded version-1 runs."""
+    from ..run import load_results
+
+    m = load_results(results_dir, task="portfolio", universe=universe, model="storm_wo_ts", protocol=protocol,
+                     profile=profile, include_superseded=True)
+    rows = []
+    for label, version, options in WO_TS_VARIANTS:
+        sel = m[(m["model_version"] == version) & (m["options"].fillna("") == options)
+                & (m["convention"] == "standard")] if len(m) else m
+        row = {"variant": label}
+        for split, metric in split_metrics:
+            v = sel.loc[(sel["split"] == split) & (sel["metric"] == metric), "value"] if len(sel) else pd.Series([], dtype=float)
+            row[f"{split} {metric}"] = f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else (f"{v.mean():.4f}" if len(v) else "–")
+            row["seeds"] = int(len(v))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")

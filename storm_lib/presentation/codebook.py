@@ -88,3 +88,35 @@ def codes(plan: pd.DataFrame, universe: str, model: str = "storm", options: str 
     return found[0][1]
 
 
+
+
+#: eval-mode codebook usage and alignment quality that every STORM run records (issue 16)
+USAGE_METRICS = ("codes_used_cs", "perplexity_cs", "div_cs", "entropy_cs", "codes_used_ts", "perplexity_ts",
+                 "div_ts", "entropy_ts", "align_loss", "align_ln_b", "align_top1", "align_chance",
+                 "align_loss_disjoint", "align_top1_disjoint", "align_b_disjoint")
+
+
+def usage_table(m: pd.DataFrame, universe: str, models=None, options: str = "") -> pd.DataFrame:
+    """Per model and split (train, valid, test windows, eval mode): codes used and perplexity of the hard
+    assignments of each codebook, the diversity / entropy loss values beside them, the alignment InfoNCE
+    (with ln B, its chance level) and TS<->CS top-1 retrieval (with 1/B): mean over seeds, ``seeds`` the
+    count. Empty for runs written before STORM version 2 (they did not record these)."""
+    sel = select(m, None, "-", USAGE_METRICS, options=options, universe=universe)
+    if models is not None:
+        sel = sel[sel["model"].isin(as_list(models))]
+    if sel.empty:
+        return pd.DataFrame()
+    t = sel.pivot_table(index=["model", "split"], columns="metric", values="value", aggfunc="mean")
+    t["seeds"] = sel.groupby(["model", "split"])["seed"].nunique()
+    order = {"train": 0, "valid": 1, "test": 2}
+    t = t.reindex(sorted(t.index, key=lambda i: (i[0], order.get(i[1], 9))))
+    return t[[c for c in USAGE_METRICS if c in t.columns] + ["seeds"]]
+
+
+def score_anatomy(ctx: Context, plan: pd.DataFrame, universe: str) -> pd.DataFrame:
+    """The score anatomy (:mod:`storm_lib.anatomy`) of the plan's runs on ``universe``: per model, mean and
+    sd over seeds of the per-stock share, day-to-day rank autocorrelation and the correlations with the
+    20-day low-volatility and momentum rankings."""
+    from .. import anatomy
+
+    return anatomy.anatomy_table(anatomy.anatomy_plan(plan, universe, ctx.data_dir))

@@ -14,6 +14,10 @@ the same RankIC and TopK-Drop code as the models.
 
 ``metrics`` columns: ``split`` (valid, test), ``convention`` (standard, paper, official; ``-`` where
 none applies), ``metric`` (RankIC, RankICIR, ic_days; APY, CW, CR, ASR, MDD, AVO, n_days; turnover), ``value``.
+STORM variants add, on the train (every 4th window end), valid and test windows in eval mode (convention ``-``,
+:func:`storm_lib.models.storm_diagnostics.diagnose`): ``codes_used_cs/ts``, ``perplexity_cs/ts``,
+``div_cs/ts``, ``entropy_cs/ts`` and, for the dual model, ``align_loss``, ``align_top1``,
+``align_chance``, ``align_ln_b``.
 Tables: ``scores`` (test score frame, float32 parquet), ``daily`` (per test day: rank_ic, return,
 turnover, benchmark), ``history`` (training history) and, for STORM variants, ``codes`` (usage counts
 of every CS / TS codebook entry over the test windows, for the codebook-usage figure).
@@ -50,6 +54,9 @@ MARKET = "market"
 #: pseudo-models without a fit: no options, no seed dependence
 PSEUDO_MODELS = (MARKET, EW_MARKET) + tuple(FLOORS)
 SPLITS = ("valid", "test")
+#: splits on which STORM variants record eval-mode codebook usage and alignment quality
+DIAGNOSTIC_SPLITS = ("train", "valid", "test")
+TRAIN_DIAGNOSTIC_STRIDE = 4  # train windows: every 4th window end (about 700 on DJ30), to save time
 #: fixed settings of the task, hashed into every run's identity
 CONFIG = {"k": 5, "d": 3, "cost": 1e-4, "variant": "paper", "splits": list(SPLITS),
           "normalization": "cs_zscore", "feature_set": "auto"}
@@ -316,6 +323,12 @@ def run(spec, ctx: RunContext) -> RunOutput:
                 tables["scores.parquet"] = scores.astype(np.float32).rename_axis("date")
                 if model is not None and hasattr(model, "factors"):
                     tables["codes"] = code_usage(model, panel, t)
+    if model is not None and hasattr(model, "diagnostics"):  # STORM: do the codebooks and alignment work?
+        t0 = time.perf_counter()
+        for split in DIAGNOSTIC_SPLITS:
+            t = panel.split(proto, split)
+            rows += _rows(split, "-", model.diagnostics(panel, t[::TRAIN_DIAGNOSTIC_STRIDE] if split == "train" else t))
+        info["diagnostics_seconds"] = round(time.perf_counter() - t0, 3)
     if model is not None:
         info["predict_seconds"] = round(predict_seconds, 3)
         hist = getattr(model, "history_", None)
