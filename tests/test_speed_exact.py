@@ -17,7 +17,8 @@ from storm_lib.models.storm import STORM, BranchOutput, Representation, StormCon
 torch.set_num_threads(1)
 
 B, W, N, NF, D, K = 4, 16, 6, 5, 16, 16
-VARIANTS = {"dual": {}, "wo_ts": {"use_ts": False}, "wo_cs": {"use_cs": False}}
+VARIANTS = {"dual": {}, "wo_ts": {"use_ts": False}, "wo_cs": {"use_cs": False},
+            "wo_ts_last_day": {"use_ts": False, "wo_ts_query": "last_day"}}
 
 
 def reference_mse(pred, target, stock_valid):
@@ -72,7 +73,9 @@ def reference_forward(net, x, mask, y):
         valid.append(mask)
         losses.update({f"{k}_ts": v for k, v in ts.losses.items()})
     else:
-        e = net.ln_e(net.stock_attn(net.stock_query(x[:, -1]), c))
+        q = (net.stock_id.expand(b, -1, -1) if net.cfg.wo_ts_query == "identity"  # version 2 default
+             else net.stock_query(x[:, -1]))                                        # 757ada5's query
+        e = net.ln_e(net.stock_attn(q, c))
     if net.align is not None:
         losses["contrastive"] = net.align(ts.cls, mask, cs.cls)
     r = Representation(e, net.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, losses)
@@ -193,7 +196,9 @@ def test_train_predict_uses_the_fast_path_and_restores_the_mode(monkeypatch):
 def test_checkpointing_the_ts_blocks_keeps_losses_and_gradients():
     """Activation checkpointing (``checkpoint_ts``) recomputes, with dropout on: same numbers."""
     torch.manual_seed(0)
-    cfg = StormConfig(n_stocks=N, n_features=NF, window=W, d_model=D, n_heads=2, codebook_size=K, dropout=0.1)
+    # no data-dependent init: a loaded state marks the codebooks initialised, so both nets keep the same codes
+    cfg = StormConfig(n_stocks=N, n_features=NF, window=W, d_model=D, n_heads=2, codebook_size=K, dropout=0.1,
+                      codebook_data_init=False)
     plain = STORM(cfg)
     ckpt = STORM(StormConfig(**{**cfg.__dict__, "checkpoint_ts": True}))
     ckpt.load_state_dict(plain.state_dict())
