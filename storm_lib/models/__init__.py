@@ -45,5 +45,23 @@ def model_class(name: str) -> type:
     return getattr(import_module(f"{__name__}.{module}"), cls)
 
 
+def option_keys(name: str) -> set[str]:
+    """The keywords :func:`make_model` accepts for ``name`` (the registry's fixed ones excluded)."""
+    return model_class(name).option_keys() - set(_REGISTRY[name][2])
+
+
+def make_model(name: str, **kwargs) -> ReturnModel:
+    """A fresh, unfitted model by registry name, e.g. ``make_model("storm", profile="cpu", seed=3)``.
+
+    An unknown keyword is a ``TypeError`` naming the valid ones (never passed on or ignored)."""
+    cls = model_class(name)
+    fixed = _REGISTRY[name][2]
+    bad = sorted(set(kwargs) - option_keys(name))
+    if bad:
+        raise TypeError(f"make_model({name!r}): unknown keyword argument(s) {bad}; valid: "
+                        f"{', '.join(sorted(option_keys(name))) if name != 'lightgbm' else cls.option_help()}")
+    return cls(**fixed, **kwargs)
+
+
 __all__ = ["MODEL_NAMES", "MODEL_VERSIONS", "ModelOutput", "ReturnModel", "TorchReturnModel", "make_model", "model_class",
            "model_version", "option_keys"]
