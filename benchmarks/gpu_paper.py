@@ -104,7 +104,8 @@ def main(argv=None) -> int:
         print("error: no CUDA device (torch.cuda.is_available() is False); use --device cpu", file=sys.stderr)
         return 2
     device = torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu"
-    spec = RunSpec("portfolio", a.universe, "storm", "clean", a.profile, a.seed, options(a))
+    protocol = "sample" if a.universe == "sample" else "clean"  # the sample's data end in 2022
+    spec = RunSpec("portfolio", a.universe, "storm", protocol, a.profile, a.seed, options(a))
     print(f"device: {device}; torch {torch.__version__}; run: {spec.command()}", flush=True)
     cache = RunCache()
     fig = {"device": device, "torch": torch.__version__, "command": spec.command()}

@@ -44,19 +44,24 @@ def test_seed_everything_sets_cuda_determinism(monkeypatch):
     assert not torch.backends.cuda.matmul.allow_tf32 and torch.are_deterministic_algorithms_enabled()
 
 
-def test_vq_distances_stay_float32_under_autocast():
+@pytest.mark.parametrize("metric", ["euclid", "cosine"])
+def test_vq_distances_stay_float32_under_autocast(metric):
     torch.manual_seed(0)
-    vq = VectorQuantizer(64, 8, data_init=False, restart_threshold=0.0).eval()
+    vq = VectorQuantizer(64, 8, data_init=False, restart_threshold=0.0, metric=metric).eval()
     with torch.no_grad():
         vq.codebook.normal_()
     z = torch.randn(500, 8).bfloat16()  # the tokens as a bf16 encoder would hand them over
-    ref = ((z.double()[:, None, :] - vq.codebook.double()[None]) ** 2).sum(-1).argmin(-1)  # exact nearest entry
+    zd, ed = z.double(), vq.codebook.double()
+    if metric == "euclid":   # exact nearest entry
+        ref = ((zd[:, None, :] - ed[None]) ** 2).sum(-1).argmin(-1)
+    else:                    # exact most similar entry (cosine)
+        ref = (torch.nn.functional.normalize(zd, dim=-1) @ torch.nn.functional.normalize(ed, dim=-1).T).argmax(-1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = vq(z)
     assert torch.equal(out.indices, ref)
-    # a bf16 distance matrix would pick other entries for some of these tokens
-    d16 = (z @ vq.codebook.bfloat16().T * -2 + (vq.codebook.bfloat16() ** 2).sum(-1))
-    assert (d16.float().argmin(-1) != ref).any()
+    if metric == "euclid":  # a bf16 distance matrix would pick other entries for some of these tokens
+        d16 = (z @ vq.codebook.bfloat16().T * -2 + (vq.codebook.bfloat16() ** 2).sum(-1))
+        assert (d16.float().argmin(-1) != ref).any()
 
 
 def fit_storm(autocast):

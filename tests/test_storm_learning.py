@@ -65,7 +65,7 @@ def test_cs_codebook_is_used_in_eval_mode_and_the_loss_agrees():
     train(model, X, Y, np.arange(W - 1, 500), steps=150)
     xt, _ = windows(X, Y, np.arange(520, 700))
     with torch.no_grad():
-        out = model.cs(xt, torch.ones(len(xt), N, dtype=torch.bool))
+        out = model.cs(xt.transpose(1, 2), torch.ones(len(xt), N, dtype=torch.bool))  # branches take (B, N, W, F)
     hard = usage_stats(out.codes, K)
     soft_perplexity = math.exp(-K * float(out.losses["div"]))  # exp(H(p̄)): the usage the loss reports
     print(f"eval CS usage: {hard}, soft perplexity {soft_perplexity:.1f}")
@@ -100,7 +100,8 @@ def test_alignment_retrieves_the_window_on_held_out_data():
         summaries = []
         for i in range(0, len(order) - B + 1, B):
             xb, _ = windows(X, Y, np.sort(order[i:i + B]))
-            summaries.append((model.ts(xb, mask).cls, model.cs(xb, mask).cls))
+            xs = xb.transpose(1, 2)  # the branches take stock-major (B, N, W, F)
+            summaries.append((model.ts(xs, mask).cls, model.cs(xs, mask).cls))
         loss = float(np.mean([float(model.align(ts, mask, cs)) for ts, cs in summaries]))
         print(f"held-out alignment loss {loss:.3f} (ln B = {math.log(B):.3f})")
         assert loss < 0.8 * math.log(B), loss

@@ -26,6 +26,7 @@ from .. import data as data_mod  # noqa: E402
 from ..executors import EXECUTORS  # noqa: E402
 from ..floors import FLOORS  # noqa: E402
 from ..metrics import CONVENTIONS  # noqa: E402
+from ..models import model_version  # noqa: E402
 from .. import config  # noqa: E402
 from ..panel import PROTOCOLS, Protocol, get_protocol  # noqa: E402
 from ..profiles import PROFILES  # noqa: E402
@@ -344,8 +345,9 @@ class Context:
     def seeds_for(self, task: str, universe: str, model: str, options: dict | None = None,
                   protocol: str | None = None) -> list[int]:
         """The seeds to use for one (task, universe, model, options): the ``seeds`` parameter, or with
-        ``seeds="all"`` every seed of a finished run in the results directory (the notebook's protocol
-        unless ``protocol``, its profile, exactly these options), and seed 0 when there is none."""
+        ``seeds="all"`` every seed of a finished run of the model's current version in the results
+        directory (the notebook's protocol unless ``protocol``, its profile, exactly these options), and seed 0
+        when there is none."""
         seeds = self.params.get("seeds")
         if not is_all(seeds):
             return as_ints(seeds)
@@ -355,7 +357,8 @@ class Context:
         opt = RunSpec.make(task, universe, model, options=tuple(sorted((options or {}).items()))).options_str
         sel = runs[(runs["task"] == task) & (runs["universe"] == universe) & (runs["model"] == model)
                    & (runs["protocol"] == (protocol or self.params.get("protocol")))
-                   & (runs["profile"] == self.params.get("profile")) & (runs["options"].fillna("") == opt)]
+                   & (runs["profile"] == self.params.get("profile")) & (runs["options"].fillna("") == opt)
+                   & (runs["model_version"] == model_version(model))]   # runs of the model's current method
         return sorted({int(x) for x in sel["seed"]}) or [0]
 
     def specs(self, task: str, models=None, universes=None, seeds=None, options=None) -> list[RunSpec]:
