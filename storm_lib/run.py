@@ -611,8 +611,10 @@ def record_model_version(record: dict) -> int:
 
 
 def superseded_runs(runs: list[tuple[Path, dict]]) -> set[Path]:
-    """Run directories whose model version is older than the newest one present in their group (same
-    task, universe, model, protocol, profile and options; seeds pooled)."""
+    """Run directories whose model version is older than the model's current one
+    (:data:`storm_lib.models.MODEL_VERSIONS`) or than the newest one present in their group (same task,
+    universe, model, protocol, profile and options; seeds pooled). A group with only older-version runs
+    is thus superseded whole: its numbers are those of a method the code no longer runs."""
     newest: dict[tuple, int] = {}
     keyed = []
     for path, record in runs:
@@ -621,7 +623,8 @@ def superseded_runs(runs: list[tuple[Path, dict]]) -> set[Path]:
         version = record_model_version(record)
         newest[key] = max(newest.get(key, version), version)
         keyed.append((path, key, version))
-    return {path for path, key, version in keyed if version < newest[key]}
+    return {path for path, key, version in keyed
+            if version < max(newest[key], model_version(key[SPEC_COLUMNS.index("model")]))}
 
 
 def load_results(results_dir=None, task=None, universe=None, model=None, protocol=None, profile=None,

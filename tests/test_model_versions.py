@@ -45,20 +45,21 @@ def _fake_run(root, model, seed, version, value, options=None):
     return path
 
 
-def test_load_results_keeps_the_newest_version_per_group(tmp_path):
+def test_load_results_keeps_only_the_current_version(tmp_path):
     _fake_run(tmp_path, "storm", 0, None, 0.01)      # written before versions were recorded: version 1
     _fake_run(tmp_path, "storm", 1, 1, 0.02)
     _fake_run(tmp_path, "storm", 0, 2, 0.03)
     _fake_run(tmp_path, "lstm", 0, None, 0.04)        # another group: untouched
-    _fake_run(tmp_path, "storm", 0, None, 0.05, {"codebook_size": 128})  # other options: own group
+    # other options: its own group, but only version-1 runs of a model now at version 2: superseded too
+    _fake_run(tmp_path, "storm", 0, None, 0.05, {"codebook_size": 128})
     res = runner.load_results(tmp_path)
-    assert sorted(res["value"]) == [0.03, 0.04, 0.05]
+    assert sorted(res["value"]) == [0.03, 0.04]
     assert not res["superseded"].any()
-    assert set(res.loc[res["model"] == "storm", "model_version"]) == {1, 2}
+    assert set(res.loc[res["model"] == "storm", "model_version"]) == {2}
     full = runner.load_results(tmp_path, include_superseded=True)
-    assert len(full) == 5 and sorted(full.loc[full["superseded"], "value"]) == [0.01, 0.02]
+    assert len(full) == 5 and sorted(full.loc[full["superseded"], "value"]) == [0.01, 0.02, 0.05]
     runs = runner.list_runs(tmp_path)
-    assert runs["superseded"].sum() == 2
+    assert runs["superseded"].sum() == 3
 
 
 def test_score_anatomy_separates_a_static_tilt_from_a_moving_signal():
