@@ -136,17 +136,29 @@ def anatomy_table(runs: pd.DataFrame) -> pd.DataFrame:
     return out[[c for m in METRICS for c in (m, f"{m}_sd")] + ["seeds"]]
 
 
+LABELS = {"stock_share": "stock share", "rank_autocorr": "rank autocorr", "corr_low_vol": "corr low vol",
+          "corr_momentum": "corr momentum"}
+
+
+def formatted(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`anatomy_table` as text cells "mean ± sd" (the mean alone for one seed), one column per
+    measure plus ``seeds``; index (model, version)."""
+    out = pd.DataFrame(index=table.index)
+    out["seeds"] = table["seeds"].astype(int)
+    for m in METRICS:
+        out[LABELS[m]] = [f"{a:.2f} ± {b:.2f}" if b == b else f"{a:.2f}" for a, b in zip(table[m], table[f"{m}_sd"])]
+    return out
+
+
 def markdown(table: pd.DataFrame, universe: str) -> str:
     lines = [f"Score anatomy, {universe}, clean protocol, cpu profile, test windows (mean ± sd over seeds; "
              "`python -m storm_lib.anatomy`). stock share: R² of a per-stock constant in the per-day "
              "z-scored scores; rank autocorr: day-to-day Spearman; low vol / momentum: mean daily Spearman "
              f"with −{LOOKBACK}-day volatility and {LOOKBACK}-day return.", "",
-             "| model | version | seeds | stock share | rank autocorr | corr low vol | corr momentum |",
+             "| model | version | seeds | " + " | ".join(LABELS[m] for m in METRICS) + " |",
              "|---|---|---|---|---|---|---|"]
-    for (model, version), r in table.iterrows():
-        cells = [f"{r[m]:.2f} ± {r[f'{m}_sd']:.2f}" if r[f"{m}_sd"] == r[f"{m}_sd"] else f"{r[m]:.2f}"
-                 for m in METRICS]
-        lines.append(f"| {model} | {version} | {int(r['seeds'])} | " + " | ".join(cells) + " |")
+    for (model, version), r in formatted(table).iterrows():
+        lines.append(f"| {model} | {version} | " + " | ".join(str(v) for v in r) + " |")
     return "\n".join(lines) + "\n"
 
 

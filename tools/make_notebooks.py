@@ -182,7 +182,7 @@ of the scores; **low vol** / **momentum**, the mean daily Spearman correlation w
 volatility and with the 20-day return. A high stock share with a rank autocorrelation near 1 is a static
 tilt, not a time-varying forecast."""),
     code('''for u in ctx.universes:
-    display(Markdown(f"**{ctx.label(u)}**"), nb.score_anatomy(ctx, plan, u).round(2))'''),
+    display(Markdown(f"**{ctx.label(u)}**"), nb.score_anatomy(ctx, plan, u))'''),
     md(STATS_MD.format(extra=COSTS_MD)),
     code("nb.uncertainty(ctx, plan, m, costs=True)"),
     md(FOOTER_MD),

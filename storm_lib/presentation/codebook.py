@@ -8,6 +8,7 @@ import pandas as pd
 from ..profiles import get_profile
 from ..run import RunSpec
 from .context import CODEBOOK_SIZES, IC_METRICS, STORM_MODELS, Context, NotebookStop, as_ints, as_list, select
+from .paper import model_label
 from .tables import _tables
 
 #: Figure 3b of the paper: RankIC / RankICIR of STORM against the codebook size K. Read by eye from the
@@ -119,4 +120,9 @@ def score_anatomy(ctx: Context, plan: pd.DataFrame, universe: str) -> pd.DataFra
     20-day low-volatility and momentum rankings."""
     from .. import anatomy
 
-    return anatomy.anatomy_table(anatomy.anatomy_plan(plan, universe, ctx.data_dir))
+    table = anatomy.anatomy_table(anatomy.anatomy_plan(plan, universe, ctx.data_dir))
+    if table.empty:
+        return table
+    out = anatomy.formatted(table)   # "mean ± sd" cells: four narrow columns, no sideways scrolling
+    out.index = [f"{model_label(m)}" + (f" (v{v})" if v > 1 else "") for m, v in out.index]
+    return out.rename_axis("model")
