@@ -20,6 +20,7 @@ import pytest
 from storm_lib import plots
 from storm_lib import presentation as nb
 from storm_lib.presentation import paper as report
+from storm_lib.models import model_version
 from storm_lib.run import RunSpec
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -218,7 +219,8 @@ def _write_run(root: Path, spec: RunSpec, metrics: pd.DataFrame, tables: dict, s
         else:
             frame.to_csv(path / f"{name}.csv", index=not isinstance(frame.index, pd.RangeIndex))
     (path / "run.json").write_text(json.dumps({"spec": {**spec.as_row(), "options": spec.options_dict},
-                                               "wall_seconds": seconds}))
+                                               "wall_seconds": seconds,   # as written by today's code:
+                                               "model_version": model_version(spec.model)}))
     return path
 
 
