@@ -94,6 +94,6 @@ def test_usage_table_means_over_seeds_per_split():
                              "convention": "standard" if metric == "RankIC" else "-", "metric": metric,
                              "value": value})
     t = usage_table(pd.DataFrame(rows), "dj30")
-    assert list(t.index.get_level_values("split")) == ["train", "valid", "test"]
-    assert (t["codes_used_cs"] == 150).all() and (t["seeds"] == 2).all() and "RankIC" not in t.columns
+    assert list(t.columns.get_level_values("split")) == ["train", "valid", "test"]   # a column per split
+    assert (t.loc["codes_used_cs"] == 150).all() and (t.loc["seeds"] == 2).all() and "RankIC" not in t.index
     assert usage_table(pd.DataFrame(rows), "sp500").empty

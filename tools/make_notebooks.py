@@ -412,7 +412,7 @@ L_div, −H(p̄)/K: exp(−K·div) is the usage the loss reports) and of the ent
 alignment InfoNCE (chance level ln B) and top-1 retrieval of the matching window among B random windows
 (chance 1/B). STORM version 2 (DESIGN.md); version-1 runs did not record these."""),
     code('''for u in ctx.universes:
-    display(Markdown(f"**{u.upper()}**"), nb.usage_table(m, u, ctx.models).round(3))'''),
+    display(Markdown(f"**{ctx.label(u)}**"), nb.usage_table(m, u, ctx.models).round(3))'''),
     md("""
 ## (b) Codebook size
 

@@ -101,7 +101,8 @@ def usage_table(m: pd.DataFrame, universe: str, models=None, options: str = "") 
     """Per model and split (train, valid, test windows, eval mode): codes used and perplexity of the hard
     assignments of each codebook, the diversity / entropy loss values beside them, the alignment InfoNCE
     (with ln B, its chance level) and TS<->CS top-1 retrieval (with 1/B): mean over seeds, ``seeds`` the
-    count. Empty for runs written before STORM version 2 (they did not record these)."""
+    count; one row per measure, one column per (model, split), so the page does not scroll sideways.
+    Empty for runs written before STORM version 2 (they did not record these)."""
     sel = select(m, None, "-", USAGE_METRICS, options=options, universe=universe)
     if models is not None:
         sel = sel[sel["model"].isin(as_list(models))]
@@ -111,7 +112,9 @@ def usage_table(m: pd.DataFrame, universe: str, models=None, options: str = "") 
     t["seeds"] = sel.groupby(["model", "split"])["seed"].nunique()
     order = {"train": 0, "valid": 1, "test": 2}
     t = t.reindex(sorted(t.index, key=lambda i: (i[0], order.get(i[1], 9))))
-    return t[[c for c in USAGE_METRICS if c in t.columns] + ["seeds"]]
+    t = t[[c for c in USAGE_METRICS if c in t.columns] + ["seeds"]]
+    t.index = pd.MultiIndex.from_tuples([(model_label(a), b) for a, b in t.index], names=["model", "split"])
+    return t.T.rename_axis("measure")
 
 
 def score_anatomy(ctx: Context, plan: pd.DataFrame, universe: str) -> pd.DataFrame:
