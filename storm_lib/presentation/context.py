@@ -404,6 +404,18 @@ TRADING_SAMPLE_NOTE = (
     "-p protocol clean.")
 
 
+_SHOW_WARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Data-quality warnings as one plain line on the page (the default shows the source file's path on
+    the machine that built it); every other warning as usual."""
+    if issubclass(category, data_mod.DataQualityWarning):
+        print(f"data quality: {message}")
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
 def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
     """Normalise and check the notebook's parameters, then check its data (:func:`require_data`).
 
@@ -414,6 +426,7 @@ def setup(notebook: str, *, conventions=CONVENTIONS, **params) -> Context:
     any other key is kept as given.
     Prints what will be used.
     """
+    warnings.showwarning = _show_warning
     raw = dict(params)
     p = dict(params)
     for key in ("universes", "models"):
