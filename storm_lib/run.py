@@ -41,6 +41,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+if __name__ == "__main__":  # the command line: refuse a misspelled --option before the heavy imports
+    from .option_table import precheck
+
+    precheck(sys.argv[1:])
+
 import pandas as pd
 
 from . import data as data_mod
@@ -177,24 +182,35 @@ def check_spec(spec: RunSpec, data_dir=None) -> None:
         raise ValueError("the market index row takes no model options")
 
 
-def _check_model_options(model: str, options: dict, reserved, task_options) -> None:
-    """Unknown option keys of ``model`` are an error naming the valid ones (the model's keywords and the
-    portfolio task's options)."""
+def valid_model_options(model: str, reserved, task_options) -> tuple[set[str], str]:
+    """The option keys a portfolio run of registry model ``model`` accepts (its keywords, minus the reserved
+    ones) and how an error message lists them (LightGBM: its own keys, then "any LightGBM parameter")."""
     from .models import model_class, option_keys
 
     valid = option_keys(model) - set(reserved)
     if model.startswith("storm"):  # network sizes go through model={...} (tasks.portfolio.model_kwargs)
         valid = (valid - {"model"}) | model_class(model).network_keys()
+    if model == "lightgbm":
+        listed = (", ".join(sorted(k for k in valid if k in ("num_boost_round", "early_stopping_rounds",
+                                                              "label_norm")))
+                  + ", or any LightGBM parameter (learning_rate, num_leaves, ...)")
+    else:
+        listed = ", ".join(sorted(valid))
+    return valid, listed
+
+
+def unknown_options_message(model: str, bad, listed: str, task_options) -> str:
+    return (f"unknown option(s) {sorted(bad)} for model {model!r}. Valid model options: {listed}; "
+            f"task options: {', '.join(task_options)}")
+
+
+def _check_model_options(model: str, options: dict, reserved, task_options) -> None:
+    """Unknown option keys of ``model`` are an error naming the valid ones (the model's keywords and the
+    portfolio task's options)."""
+    valid, listed = valid_model_options(model, reserved, task_options)
     bad = sorted(k for k in options if k not in valid)
     if bad:
-        if model == "lightgbm":
-            listed = (", ".join(sorted(k for k in valid if k in ("num_boost_round", "early_stopping_rounds",
-                                                                  "label_norm")))
-                      + ", or any LightGBM parameter (learning_rate, num_leaves, ...)")
-        else:
-            listed = ", ".join(sorted(valid))
-        raise ValueError(f"unknown option(s) {bad} for model {model!r}. Valid model options: {listed}; "
-                         f"task options: {', '.join(task_options)}")
+        raise ValueError(unknown_options_message(model, bad, listed, task_options))
 
 
 def check_dates(spec: RunSpec, ctx: RunContext) -> None:

@@ -3,6 +3,8 @@ sample: 6 of its 20 stocks, 1995-2001, with its own split dates), and its checks
 anything runs: misspelled options, split dates the data cut short."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,24 @@ def test_every_committed_run_is_found_without_data():
                if runner.record_model_version(rec) == model_version(rec["spec"]["model"])]
     missing = [str(p) for p, rec in current if runner.find_finished(runner._spec_of(rec)) != p]
     assert not missing, missing[:5]
+
+
+def test_the_static_option_table_matches_the_models():
+    """storm_lib/option_keys.json (read by the command line before torch is imported) is what the models
+    accept today; regenerate it with `python -m storm_lib.option_table --write` when this fails."""
+    from storm_lib import option_table
+
+    assert json.loads(option_table.TABLE.read_text()) == json.loads(json.dumps(option_table.compute()))
+
+
+def test_a_misspelled_option_is_refused_before_torch_is_imported():
+    code = ("import sys, runpy\n"
+            "sys.argv = ['storm_lib.run', '--task', 'portfolio', '--universe', 'dj30', '--model', 'storm', 'lstm',\n"
+            "            '--option', 'codebok_size=8', '--dry-run']\n"
+            "try:\n"
+            "    runpy.run_module('storm_lib.run', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    print('exit', e.code, 'torch' in sys.modules, 'pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "exit 2 False False", out.stdout + out.stderr
+    assert "unknown option(s) ['codebok_size'] for model 'storm'" in out.stderr and "codebook_size" in out.stderr
