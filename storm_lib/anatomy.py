@@ -101,16 +101,17 @@ def anatomy_runs(universe: str = "dj30", protocol: str = "clean", profile: str =
     return pd.DataFrame(rows)
 
 
-def anatomy_plan(plan: pd.DataFrame, universe: str, data_dir=None) -> pd.DataFrame:
+def anatomy_plan(plan: pd.DataFrame, universe: str, data_dir=None, prices: bool = True) -> pd.DataFrame:
     """:func:`anatomy_runs` for the finished runs of a notebook plan (columns model, seed, universe,
-    finished, run_dir) on ``universe``; the market row and runs without a score frame are skipped."""
+    finished, run_dir) on ``universe``; the market row and runs without a score frame are skipped.
+    ``prices=False`` (no data at hand): the two correlations with price signals are NaN."""
     from . import data as data_mod
     from .run import record_model_version
 
     sel = plan[(plan["universe"] == universe) & plan["finished"]]
     if sel.empty:
         return pd.DataFrame()
-    signals = trailing_signals(data_mod.load_prices(universe, data_dir=data_dir))
+    signals = trailing_signals(data_mod.load_prices(universe, data_dir=data_dir)) if prices else None
     rows = []
     for r in sel.itertuples():
         path = Path(r.run_dir)

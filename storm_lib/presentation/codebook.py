@@ -123,7 +123,11 @@ def score_anatomy(ctx: Context, plan: pd.DataFrame, universe: str) -> pd.DataFra
     20-day low-volatility and momentum rankings."""
     from .. import anatomy
 
-    table = anatomy.anatomy_table(anatomy.anatomy_plan(plan, universe, ctx.data_dir))
+    has_prices = universe not in ctx.no_data
+    if not has_prices:
+        print(f"{ctx.label(universe)}: no price data at hand, so the correlations with the low-volatility and "
+              "momentum rankings are left out (nan); set STORM_DATA_DIR to compute them")
+    table = anatomy.anatomy_table(anatomy.anatomy_plan(plan, universe, ctx.data_dir, prices=has_prices))
     if table.empty:
         return table
     out = anatomy.formatted(table)   # "mean ± sd" cells: four narrow columns, no sideways scrolling
