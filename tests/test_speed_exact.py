@@ -232,3 +232,63 @@ def test_attention_with_dropout_matches_scaled_dot_product_attention():
         close(a, b)
     torch.manual_seed(8)  # a different draw gives a different output: the masks matter
     assert not torch.allclose(attention_with_dropout(q, k, v, 0.1), outs[1][0])
+
+
+SMOKE_VARIANTS = {"storm": {}, "wo_ts": {"use_ts": False}, "wo_cs": {"use_cs": False}}
+
+
+def reference_predict(net, x, mask):
+    """The prediction path before the loss-free quantiser: decoders off, every codebook term and the
+    alignment still computed, the code assignment from the full (T, K) logits."""
+    r = net._represent(x, mask, decode=False)
+    assert r.losses  # the loss terms are there: this is the old path
+    return net.factor(r.e, r.f, mask.bool(), r.f_valid, None, False)[0], r
+
+
+@pytest.mark.parametrize("variant", SMOKE_VARIANTS)
+def test_loss_free_prediction_gives_the_same_scores_at_smoke_size(variant, monkeypatch):
+    """``predict`` (no soft assignment, no codebook/alignment terms, chunked code assignment) gives
+    the scores and codes of the path that computes them, at the smoke profile's sizes, with invalid
+    stocks; a small chunk makes the assignment run over several blocks."""
+    from storm_lib.models import quantizer
+    from storm_lib.profiles import get_profile
+
+    prof = get_profile("smoke")
+    n, nf, b = 12, 7, 6
+    torch.manual_seed(0)
+    net = STORM(StormConfig(n_stocks=n, n_features=nf, window=prof.window,
+                            **{**prof.storm, **SMOKE_VARIANTS[variant]}))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, prof.window, n, nf, generator=g)
+    mask = torch.rand(b, n, generator=g) > 0.25
+    x[~mask[:, None, :].expand(b, prof.window, n)] = float("nan")
+    y = torch.where(mask, torch.randn(b, n, generator=g), torch.full((b, n), float("nan")))
+    net(x, mask, y)  # training forward: codebook init
+    net.eval()
+    monkeypatch.setattr(quantizer, "ASSIGN_CHUNK", 37)
+    with torch.inference_mode():
+        ref, r = reference_predict(net, x, mask)
+        fast = net.predict(x, mask)
+        r_fast = net._represent(x, mask, decode=False, losses=False)
+    assert r_fast.losses == {}
+    assert torch.isfinite(fast[mask]).all()
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+    for br, br_fast in ((r.ts, r_fast.ts), (r.cs, r_fast.cs)):
+        if br is not None:
+            assert br_fast.losses == {} and torch.equal(br.codes, br_fast.codes)
+            assert torch.equal(br.perplexity, br_fast.perplexity)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclid"])
+def test_chunked_assignment_equals_the_argmax_of_the_logits(metric):
+    from storm_lib.models.quantizer import VectorQuantizer
+
+    torch.manual_seed(0)
+    vq = VectorQuantizer(64, 8, metric=metric, data_init=False)
+    z = torch.randn(1000, 8)
+    full = vq.logits(z).argmax(-1)
+    for chunk in (1, 7, 256, 4096):
+        assert torch.equal(vq.assign(z, chunk), full)
+    out, out_free = vq.eval()(z), vq(z, losses=False)
+    assert out_free.losses == {} and set(out.losses) == {"codebook", "commit", "div", "entropy", "ortho"}
+    assert torch.equal(out.z_q, out_free.z_q) and torch.equal(out.indices, out_free.indices)

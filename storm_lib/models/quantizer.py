@@ -28,7 +28,8 @@ log 512) for every token, ``div`` sat at its floor while the eval-mode hard assi
 Deviations from the released code, on purpose (reference/official-code.md §10): a gradient-trained
 ``nn.Parameter`` codebook with no EMA update, so the orthogonality loss acts on it (§10.17), and no
 weight decay on it (``STORM.no_weight_decay``); the soft assignment is a softmax of similarities, not
-softmax(+distance) (§10.18); losses are also computed in eval mode (cheap; for validation logging).
+softmax(+distance) (§10.18); losses are also computed in eval mode (for validation logging) unless the
+caller asks for none (``losses=False``: prediction, which needs only the assignment).
 
 Forward has no host synchronisation except the one-off data-dependent initialisation (a Python flag).
 """
@@ -44,6 +45,7 @@ from torch import nn
 
 METRICS = ("cosine", "euclid")
 DEFAULT_TAU = {"cosine": 0.05, "euclid": 1.0}
+ASSIGN_CHUNK = 1024  # tokens per block of the loss-free assignment: (1024, 512) float32 logits = 2 MB
 
 
 def orthogonality_loss(codebook: torch.Tensor) -> torch.Tensor:
@@ -113,7 +115,7 @@ def _kmeans_pp(pool: torch.Tensor, k: int) -> torch.Tensor:
 class VQOutput:
     z_q: torch.Tensor          # (..., d) quantised tokens carrying straight-through gradients to z_e
     indices: torch.Tensor      # (...) long: index of the assigned entry
-    losses: dict               # raw terms: codebook, commit, div, entropy, ortho (scalars)
+    losses: dict               # raw terms: codebook, commit, div, entropy, ortho (scalars); {} if not asked
     perplexity: torch.Tensor   # exp(entropy) of the hard code usage over the valid tokens (no grad)
 
 
@@ -219,15 +221,28 @@ class VectorQuantizer(nn.Module):
             return 2.0 - 2.0 * F.normalize(z, dim=-1) @ self.entries().t()
         return -self.logits(z) * self.tau
 
-    def forward(self, z_e: torch.Tensor, valid: torch.Tensor | None = None) -> VQOutput:
+    def assign(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Indices (T,) of the assigned entries, ``logits(z).argmax(-1)`` computed ``chunk`` tokens
+        (default :data:`ASSIGN_CHUNK`) at a time, so the (chunk, K) logits stay in cache and the (T, K) matrix is never stored. The same
+        numbers as the full product: each logit is the same length-d dot product and the same
+        division by τ (a test checks the indices against the unchunked ones)."""
+        chunk = chunk or ASSIGN_CHUNK
+        if self.cosine:
+            e_t = self.entries().t()
+            return torch.cat([(c @ e_t / self.tau).argmax(-1) for c in F.normalize(z, dim=-1).split(chunk)])
+        return torch.cat([self.logits(c).argmax(-1) for c in z.split(chunk)])
+
+    def forward(self, z_e: torch.Tensor, valid: torch.Tensor | None = None, losses: bool = True) -> VQOutput:
         """z_e: (..., d); valid: optional bool (...) — invalid tokens are quantised but excluded from
-        the losses, the usage statistics and the data-dependent init."""
+        the losses, the usage statistics and the data-dependent init. ``losses=False`` (prediction)
+        computes the assignment only: no soft assignment over the K entries, ``losses`` is empty;
+        ``z_q``, ``indices`` and ``perplexity`` are the same numbers."""
         with torch.autocast(z_e.device.type, enabled=False):  # logits and argmax in float32
-            out = self._quantise(z_e.float(), valid)
+            out = self._quantise(z_e.float(), valid, losses)
         out.z_q = out.z_q.to(z_e.dtype)
         return out
 
-    def _quantise(self, z_e: torch.Tensor, valid: torch.Tensor | None) -> VQOutput:
+    def _quantise(self, z_e: torch.Tensor, valid: torch.Tensor | None, with_losses: bool = True) -> VQOutput:
         shape = z_e.shape
         z = z_e.reshape(-1, self.dim)
         w = torch.ones(z.shape[0], dtype=z.dtype, device=z.device) if valid is None \
@@ -238,8 +253,12 @@ class VectorQuantizer(nn.Module):
             self._restart_dead(z, w)
         n = w.sum().clamp_min(1.0)
 
-        logits = self.logits(z)                                      # (T, K), one matmul
-        indices = logits.detach().argmax(-1)
+        losses = {}
+        if with_losses:
+            logits = self.logits(z)                                  # (T, K), one matmul
+            indices = logits.detach().argmax(-1)
+        else:
+            indices = self.assign(z)                                 # same indices, no (T, K) matrix
         e = self.entries()
         z_q = F.embedding(indices, e)                                # (T, d)
         zz = F.normalize(z, dim=-1) if self.cosine else z
@@ -247,15 +266,16 @@ class VectorQuantizer(nn.Module):
         def token_mean(sq: torch.Tensor) -> torch.Tensor:            # mean over valid tokens and dims
             return (sq.mean(-1) * w).sum() / n
 
-        log_probs = torch.log_softmax(logits, dim=-1)                # soft assignments, computed once
-        probs = log_probs.exp()
-        losses = {
-            "codebook": token_mean((zz.detach() - z_q).pow(2)),
-            "commit": token_mean((zz - z_q.detach()).pow(2)),
-            "div": diversity_loss(probs, w),
-            "entropy": entropy_penalty(probs, log_probs, w),
-            "ortho": orthogonality_loss(self.codebook),
-        }
+        if with_losses:
+            log_probs = torch.log_softmax(logits, dim=-1)            # soft assignments, computed once
+            probs = log_probs.exp()
+            losses = {
+                "codebook": token_mean((zz.detach() - z_q).pow(2)),
+                "commit": token_mean((zz - z_q.detach()).pow(2)),
+                "div": diversity_loss(probs, w),
+                "entropy": entropy_penalty(probs, log_probs, w),
+                "ortho": orthogonality_loss(self.codebook),
+            }
         with torch.no_grad():
             # index_put_ with accumulate has a deterministic CUDA path (bincount has none)
             counts = z.new_zeros(self.n_codes).index_put_((indices,), w, accumulate=True)
