@@ -292,3 +292,60 @@ def test_chunked_assignment_equals_the_argmax_of_the_logits(metric):
     out, out_free = vq.eval()(z), vq(z, losses=False)
     assert out_free.losses == {} and set(out.losses) == {"codebook", "commit", "div", "entropy", "ortho"}
     assert torch.equal(out.z_q, out_free.z_q) and torch.equal(out.indices, out_free.indices)
+
+
+@pytest.mark.parametrize("all_valid", [True, False])
+def test_fused_soft_assignment_matches_the_autograd_graph(all_valid, monkeypatch):
+    """The cosine quantiser's blockwise div/entropy (``_CosineSoftAssignment``) against the plain
+    (T, K) autograd graph: same codes, losses and gradients of a whole STORM step, blocks smaller than T."""
+    from storm_lib.models import quantizer
+
+    monkeypatch.setattr(quantizer, "ASSIGN_CHUNK", 29)
+    fused = make("dual")
+    plain = copy.deepcopy(fused)
+    for m in plain.modules():
+        if isinstance(m, quantizer.VectorQuantizer):
+            m.fused = False
+    x, mask, y = data(all_valid)
+    for step in range(2):
+        outs = []
+        for net in (fused, plain):
+            torch.manual_seed(20 + step)
+            out = net(x, mask, y)
+            net.zero_grad()
+            (out.loss + 3.0 * out.losses["entropy_ts"] - 2.0 * out.losses["div_cs"]).backward()  # each term's grad
+            outs.append(out)
+        for k in outs[1].losses:
+            close(outs[0].losses[k], outs[1].losses[k])
+        assert torch.equal(outs[0].extras["ts_codes"], outs[1].extras["ts_codes"])
+        for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+            assert (p.grad is None) == (q.grad is None), name
+            if p.grad is not None:
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+        with torch.no_grad():
+            for p, q in zip(fused.parameters(), plain.parameters()):
+                if p.grad is not None:
+                    p -= 1e-2 * p.grad
+                    q.copy_(p)
+
+
+def test_fused_soft_assignment_gradients_of_each_term():
+    """div and entropy separately (gradcheck-style, float64), with zero-weight tokens."""
+    from storm_lib.models.quantizer import _CosineSoftAssignment, diversity_loss, entropy_penalty
+
+    g = torch.Generator().manual_seed(3)
+    zn = F.normalize(torch.randn(50, 6, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    en = F.normalize(torch.randn(9, 6, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    w = (torch.rand(50, generator=g, dtype=torch.float64) > 0.3).double()
+    n = w.sum().clamp_min(1.0)
+    for which in (1, 2):
+        idx, div, ent = _CosineSoftAssignment.apply(zn, en, w, n, 0.3, 8)
+        ga = torch.autograd.grad(div if which == 1 else ent, (zn, en))
+        logits = zn @ en.t() / 0.3
+        lp = torch.log_softmax(logits, -1)
+        ref = diversity_loss(lp.exp(), w) if which == 1 else entropy_penalty(lp.exp(), lp, w)
+        gb = torch.autograd.grad(ref, (zn, en))
+        torch.testing.assert_close(div if which == 1 else ent, ref)
+        assert torch.equal(idx, logits.argmax(-1))
+        for a, b in zip(ga, gb):
+            torch.testing.assert_close(a, b)

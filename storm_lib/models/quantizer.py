@@ -86,6 +86,60 @@ def entropy_penalty(probs: torch.Tensor, log_probs: torch.Tensor, weights: torch
     return h_tok + (p_bar * torch.log(p_bar.clamp_min(1e-12))).sum()
 
 
+class _CosineSoftAssignment(torch.autograd.Function):
+    """Code indices, ``div`` and ``entropy`` of the cosine quantiser in one pass over blocks of tokens.
+
+    Inputs: unit tokens zn (T, d), unit entries en (K, d), token weights w (T,), their clamped sum n,
+    τ and the block size. The same numbers as ``logits = zn @ enᵀ / τ``, ``argmax``, ``log_softmax``
+    and :func:`diversity_loss` / :func:`entropy_penalty` over the whole (T, K) matrix (the sums over
+    tokens are accumulated per block, so the last digits may differ), but no (T, K) tensor is stored:
+    each block's logits are computed, used and dropped while in cache, and recomputed in backward
+    (one more (T, d, K) product). Backward, for a token t with p = softmax(l_t), lp = log p,
+    H_t = −Σ p lp and c_k = (g_div / K + g_ent)·∂(p̄_k log p̄_k)/∂p̄_k:
+    ∂/∂l_t = (w_t / n)·[p ⊙ (c − ⟨p, c⟩) − g_ent · p ⊙ (lp + H_t)] (softmax Jacobian; ∂H/∂l = −p ⊙ (lp + H)).
+    """
+
+    @staticmethod
+    def forward(ctx, zn, en, w, n, tau: float, chunk: int):
+        e_t = en.t()
+        k = en.shape[0]
+        indices, h_tok = [], []
+        acc = zn.new_zeros(k)
+        for zc, wc in zip(zn.split(chunk), w.split(chunk)):
+            logits = zc @ e_t / tau
+            indices.append(logits.argmax(-1))
+            lp = torch.log_softmax(logits, dim=-1)
+            p = lp.exp()
+            acc += wc @ p
+            h_tok.append(-(p * lp).sum(-1))
+        h_tok = torch.cat(h_tok)
+        p_bar = acc / n
+        log_p_bar = torch.log(p_bar.clamp_min(1e-12))
+        neg_h_bar = (p_bar * log_p_bar).sum()
+        div = neg_h_bar / k
+        entropy = (h_tok * w).sum() / n + neg_h_bar
+        ctx.save_for_backward(zn, en, w, n, h_tok, p_bar, log_p_bar)
+        ctx.tau, ctx.chunk = tau, chunk
+        return torch.cat(indices), div, entropy
+
+    @staticmethod
+    def backward(ctx, _g_idx, g_div, g_ent):
+        zn, en, w, n, h_tok, p_bar, log_p_bar = ctx.saved_tensors
+        tau, chunk, k = ctx.tau, ctx.chunk, en.shape[0]
+        c = (g_div / k + g_ent) * (log_p_bar + (p_bar > 1e-12).to(p_bar.dtype))   # ∂loss/∂p̄ (K,)
+        e_t = en.t()
+        g_zn, g_en = [], torch.zeros_like(en)
+        for zc, wc, hc in zip(zn.split(chunk), w.split(chunk), h_tok.split(chunk)):
+            lp = torch.log_softmax(zc @ e_t / tau, dim=-1)
+            p = lp.exp()
+            s = (wc / n)[:, None]
+            g = p * (c - (p @ c)[:, None]) - g_ent * p * (lp + hc[:, None])
+            g = g * (s / tau)                                        # ∂/∂(zc @ enᵀ)
+            g_zn.append(g @ en)
+            g_en.addmm_(g.t(), zc)
+        return torch.cat(g_zn), g_en, None, None, None, None
+
+
 def usage_stats(codes, n_codes: int) -> dict:
     """Hard usage of a codebook from code indices (any shape, numpy or torch): ``used`` (entries hit at
     least once) and ``perplexity`` (exp of the entropy of the usage histogram)."""
@@ -152,6 +206,7 @@ class VectorQuantizer(nn.Module):
         # VQ-VAE's usual init, replaced by the data-dependent one when data_init is set.
         self.codebook = nn.Parameter(torch.empty(n_codes, dim).uniform_(-1.0 / n_codes, 1.0 / n_codes))
         self.initialised = not data_init  # a Python flag: checking it costs no device sync
+        self.fused = True  # cosine: div/entropy by _CosineSoftAssignment (False: the plain autograd graph)
         self.register_buffer("usage_ema", torch.ones(n_codes))  # starts at 1: a grace period
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))  # total restarted entries
 
@@ -254,26 +309,29 @@ class VectorQuantizer(nn.Module):
         n = w.sum().clamp_min(1.0)
 
         losses = {}
-        if with_losses:
+        e = self.entries()
+        zz = F.normalize(z, dim=-1) if self.cosine else z
+        if with_losses and self.cosine and self.fused:               # blocks of tokens, no (T, K) tensor
+            indices, div, entropy = _CosineSoftAssignment.apply(zz, e, w, n, self.tau, ASSIGN_CHUNK)
+        elif with_losses:
             logits = self.logits(z)                                  # (T, K), one matmul
             indices = logits.detach().argmax(-1)
+            log_probs = torch.log_softmax(logits, dim=-1)            # soft assignments, computed once
+            probs = log_probs.exp()
+            div, entropy = diversity_loss(probs, w), entropy_penalty(probs, log_probs, w)
         else:
             indices = self.assign(z)                                 # same indices, no (T, K) matrix
-        e = self.entries()
         z_q = F.embedding(indices, e)                                # (T, d)
-        zz = F.normalize(z, dim=-1) if self.cosine else z
 
         def token_mean(sq: torch.Tensor) -> torch.Tensor:            # mean over valid tokens and dims
             return (sq.mean(-1) * w).sum() / n
 
         if with_losses:
-            log_probs = torch.log_softmax(logits, dim=-1)            # soft assignments, computed once
-            probs = log_probs.exp()
             losses = {
                 "codebook": token_mean((zz.detach() - z_q).pow(2)),
                 "commit": token_mean((zz - z_q.detach()).pow(2)),
-                "div": diversity_loss(probs, w),
-                "entropy": entropy_penalty(probs, log_probs, w),
+                "div": div,
+                "entropy": entropy,
                 "ortho": orthogonality_loss(self.codebook),
             }
         with torch.no_grad():
