@@ -21,7 +21,11 @@ Per (universe, thread count) it prints, for each configuration:
 Configurations: ``old`` (REV, glibc defaults), ``new`` (this tree, glibc defaults), ``new+mem``
 (this tree with ``train.keep_freed_memory``, what ``fit`` applies: the default), ``new+mem+nodrop``
 (plus dropout 0, a numerics-changing lever), ``new+mem+ckpt`` (activation checkpointing of the TS
-blocks, ``checkpoint_ts``: same numbers, less memory, more time). glibc's defaults are
+blocks, ``checkpoint_ts``: same numbers, less memory, more time); ``+v1`` runs this tree with
+:data:`V1_SETTINGS` (model version 1, the maths of REV = 757ada5) on REV's own weights, so ``old`` vs
+``new+mem+v1`` measures the code on the same computation, and the plain ``new*`` configurations run the
+current default model (version 2: cosine codebooks, entropy term, MLP alignment pooling; other
+parameters, same seed). glibc's defaults are
 reinstated for the default-allocator configurations with ``mallopt`` at the steady state its dynamic
 rule reaches (mmap threshold 32 MB, trim threshold 64 MB), since mallopt is process-wide.
 """
@@ -111,6 +115,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+#: StormConfig settings of model version 1 (757ada5's defaults) that version 2 changed: with them this
+#: tree's network has 757ada5's parameters and loss terms (plus a 0-weighted entropy term), so the two
+#: can run on identical weights
+V1_SETTINGS = dict(codebook_metric="euclid", contrastive_temperature=0.07, learn_temperature=True,
+                   align_pool="mean", w_entropy=0.0, w_contrastive=1e-3)
+
+
 class Runner:
     """One implementation's network + optimiser and its training step."""
 
@@ -119,6 +130,9 @@ class Runner:
         self.name, self.train_mod, self.keep_mem = name, train_mod, keep_mem
         self.net = storm_mod.StormModel("storm", profile=profile, seed=0, progress=False, model=model).build_net(panel)
         self.net.load_state_dict(state)
+        for m in self.net.modules():  # loading marks this tree's codebooks initialised: re-initialise from
+            if hasattr(m, "initialised") and isinstance(m.initialised, bool):  # the warm-up batch as 757ada5
+                m.initialised = False
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
 
     def allocator(self):
@@ -151,9 +165,13 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
         n = panel.shape[1]
         tcfg = prof.with_train(**(prof.large if n > prof.large_n else {})).train
         bs = tcfg.batch_size
-        torch.manual_seed(0)
-        state = new_storm.StormModel("storm", profile=profile, seed=0, progress=False).build_net(panel).state_dict()
-        state = {k: v.clone() for k, v in state.items()}
+        states = {}
+        for key, mod, model in (("old", old_storm, {}), ("v1", new_storm, V1_SETTINGS), ("v2", new_storm, {})):
+            torch.manual_seed(0)
+            net = mod.StormModel("storm", profile=profile, seed=0, progress=False, model=model).build_net(panel)
+            states[key] = {k: v.clone() for k, v in net.state_dict().items()}
+        if set(states["old"]) - {k for k in states["old"] if k.endswith("initialised")} != set(states["v1"]):
+            raise RuntimeError(f"{rev} and this tree with V1_SETTINGS have different parameters")
         train_t = new_train.trainable_days(panel, panel.split("clean", "train"))
         valid_t = new_train.trainable_days(panel, panel.split("clean", "valid"))
         pred_t = valid_t if predict_days <= 0 else valid_t[:predict_days]
@@ -167,8 +185,13 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
             runners = []
             for c in configs:
                 mod = (old_storm, old_train) if c == "old" else (new_storm, new_train)
-                runners.append(Runner(c, *mod, panel, profile, state, dropout=0.0 if "nodrop" in c else None,
-                                      keep_mem="mem" in c, model={"checkpoint_ts": True} if "ckpt" in c else {}))
+                parts = set(c.split("+"))
+                model = {**(V1_SETTINGS if "v1" in parts else {}), **({"checkpoint_ts": True} if "ckpt" in parts else {})}
+                state = states["old"] if c == "old" else states["v1" if "v1" in parts else "v2"]
+                if c != "old":
+                    state = {k: v for k, v in state.items() if not k.endswith("initialised")}
+                runners.append(Runner(c, *mod, panel, profile, state, dropout=0.0 if "nodrop" in parts else None,
+                                      keep_mem="mem" in parts, model=model))
             res = {r.name: {"times": []} for r in runners}
             # warm-up (codebook init) and FLOPs, then the memory step
             from torch.utils.flop_counter import FlopCounterMode
