@@ -45,7 +45,7 @@ from torch import nn
 
 METRICS = ("cosine", "euclid")
 DEFAULT_TAU = {"cosine": 0.05, "euclid": 1.0}
-ASSIGN_CHUNK = 1024  # tokens per block of the loss-free assignment: (1024, 512) float32 logits = 2 MB
+ASSIGN_CHUNK = 256  # tokens per block of the blockwise assignment: (256, 512) float32 logits = 512 KB (L2)
 
 
 def orthogonality_loss(codebook: torch.Tensor) -> torch.Tensor:
@@ -132,9 +132,9 @@ class _CosineSoftAssignment(torch.autograd.Function):
         for zc, wc, hc in zip(zn.split(chunk), w.split(chunk), h_tok.split(chunk)):
             lp = torch.log_softmax(zc @ e_t / tau, dim=-1)
             p = lp.exp()
-            s = (wc / n)[:, None]
-            g = p * (c - (p @ c)[:, None]) - g_ent * p * (lp + hc[:, None])
-            g = g * (s / tau)                                        # ∂/∂(zc @ enᵀ)
+            # in place on lp: p ⊙ (c − ⟨p, c⟩ − g_ent (lp + H)) · w / (n τ) = ∂/∂(zc @ enᵀ)
+            g = lp.add_(hc[:, None]).mul_(-g_ent).add_(c).sub_((p @ c)[:, None]).mul_(p)
+            g.mul_((wc / (n * tau))[:, None])
             g_zn.append(g @ en)
             g_en.addmm_(g.t(), zc)
         return torch.cat(g_zn), g_en, None, None, None, None
