@@ -16,7 +16,9 @@ Per (universe, thread count) it prints, for each configuration:
   resident size just before it (after ``malloc_trim(0)``), and the mean minor page faults of the
   timed steps (memory returned to the OS and faulted back),
 - training windows/s, prediction windows/s over the first ``predict_days`` validation window ends
-  (``train.predict`` of each version, the profile's eval batch size), and the old/new time ratios.
+  (``train.predict`` of each version, the profile's eval batch size, the versions interleaved in
+  blocks of four eval batches so that a change of the machine's load hits all alike), and the
+  old/new time ratios.
 
 Configurations: ``old`` (REV, glibc defaults), ``new`` (this tree, glibc defaults), ``new+mem``
 (this tree with ``train.keep_freed_memory``, what ``fit`` applies: the default), ``new+mem+nodrop``
@@ -25,7 +27,8 @@ blocks, ``checkpoint_ts``: same numbers, less memory, more time); ``+v1`` runs t
 :data:`V1_SETTINGS` (model version 1, the maths of REV = 757ada5) on REV's own weights, so ``old`` vs
 ``new+mem+v1`` measures the code on the same computation, and the plain ``new*`` configurations run the
 current default model (version 2: cosine codebooks, entropy term, MLP alignment pooling; other
-parameters, same seed). glibc's defaults are
+parameters, same seed); ``+compile`` runs the training forward through ``train.compiled``
+(``TrainConfig.compile``; the warm-up steps compile, prediction stays eager). glibc's defaults are
 reinstated for the default-allocator configurations with ``mallopt`` at the steady state its dynamic
 rule reaches (mmap threshold 32 MB, trim threshold 64 MB), since mallopt is process-wide.
 """
@@ -125,7 +128,8 @@ V1_SETTINGS = dict(codebook_metric="euclid", contrastive_temperature=0.07, learn
 class Runner:
     """One implementation's network + optimiser and its training step."""
 
-    def __init__(self, name, storm_mod, train_mod, panel, profile, state, dropout=None, keep_mem=False, model=None):
+    def __init__(self, name, storm_mod, train_mod, panel, profile, state, dropout=None, keep_mem=False, model=None,
+                 compile=False):
         model = {**(model or {}), **({} if dropout is None else {"dropout": dropout})}
         self.name, self.train_mod, self.keep_mem = name, train_mod, keep_mem
         self.net = storm_mod.StormModel("storm", profile=profile, seed=0, progress=False, model=model).build_net(panel)
@@ -133,13 +137,14 @@ class Runner:
         for m in self.net.modules():  # loading marks this tree's codebooks initialised: re-initialise from
             if hasattr(m, "initialised") and isinstance(m.initialised, bool):  # the warm-up batch as 757ada5
                 m.initialised = False
+        self.forward = train_mod.compiled(self.net) if compile else self.net  # as train.fit does
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
 
     def allocator(self):
         keep_memory() if self.keep_mem else glibc_defaults()
 
-    def step(self, x, mask, y):
-        out = self.net(x, mask, y)
+    def step(self, x, mask, y, eager=False):
+        out = (self.net if eager else self.forward)(x, mask, y)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -191,7 +196,7 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
                 if c != "old":
                     state = {k: v for k, v in state.items() if not k.endswith("initialised")}
                 runners.append(Runner(c, *mod, panel, profile, state, dropout=0.0 if "nodrop" in parts else None,
-                                      keep_mem="mem" in parts, model=model))
+                                      keep_mem="mem" in parts, model=model, compile="compile" in parts))
             res = {r.name: {"times": []} for r in runners}
             # warm-up (codebook init) and FLOPs, then the memory step
             from torch.utils.flop_counter import FlopCounterMode
@@ -199,8 +204,9 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
                 torch.manual_seed(1)
                 r.allocator()
                 r.step(*batches[0])
-                with FlopCounterMode(display=False) as fc:
-                    r.step(*batches[1])
+                r.step(*batches[1])  # a compiled forward compiles in these two steps
+                with FlopCounterMode(display=False) as fc:  # the eager graph's FLOPs (same maths)
+                    r.step(*batches[1], eager=True)
                 res[r.name]["flops"] = fc.get_total_flops()
             for r in runners:
                 r.allocator()
@@ -218,10 +224,16 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
                     flt = _minflt()
                     res[r.name]["times"].append(_timed(lambda: r.step(*batches[2 + i % (len(batches) - 2)])))
                     res[r.name]["minor_faults"] += (_minflt() - flt) / steps
-            for r in runners:  # prediction
+            for r in runners:  # prediction: warm-up, then interleaved blocks of 4 eval batches
                 r.allocator()
                 r.train_mod.predict(r.net, panel, pred_t[: tcfg.eval_batch_size], tcfg.eval_batch_size)
-                res[r.name]["predict_s"] = _timed(lambda: r.train_mod.predict(r.net, panel, pred_t, tcfg.eval_batch_size))
+                res[r.name]["predict_s"] = 0.0
+            block = 4 * tcfg.eval_batch_size
+            for i in range(0, len(pred_t), block):
+                for r in runners:
+                    r.allocator()
+                    res[r.name]["predict_s"] += _timed(
+                        lambda: r.train_mod.predict(r.net, panel, pred_t[i:i + block], tcfg.eval_batch_size))
             base = res[configs[0]]
             print(f"\n## {universe} (N={n}), profile {profile}, batch {bs}, {nt} thread(s): sgemm 2048^3 peak "
                   f"{peak:.1f} GFLOP/s; prediction over {len(pred_t)} validation days, eval batch "

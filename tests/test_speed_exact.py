@@ -349,3 +349,49 @@ def test_fused_soft_assignment_gradients_of_each_term():
         assert torch.equal(idx, logits.argmax(-1))
         for a, b in zip(ga, gb):
             torch.testing.assert_close(a, b)
+
+
+def test_compile_switch_is_identity_neutral_and_wraps_the_training_forward(monkeypatch):
+    """``TrainConfig.compile`` (off by default, out of run identities at False) sends the training
+    forward through ``train.compiled``; validation/prediction stay on the eager network."""
+    import numpy as np
+
+    from storm_lib import train
+    from storm_lib.profiles import PROFILES, profile_identity
+
+    assert "compile" not in profile_identity("cpu")["train"]
+    assert profile_identity(PROFILES["cpu"].with_train(compile=True))["train"]["compile"] is True
+
+    class P:  # a minimal panel for fit: splits, windows, labels
+        dates = np.arange(60)
+        valid = np.ones((60, N), bool)
+        tickers = [str(i) for i in range(N)]
+        window = W
+
+        def split(self, proto, name):
+            return np.arange(W, 45) if name == "train" else np.arange(45, 59)
+
+        def windows(self, t):
+            return np.random.default_rng(int(t[0])).standard_normal((len(t), W, N, NF)).astype(np.float32)
+
+    calls = []
+
+    def fake_compiled(net):
+        def fwd(*a, **k):
+            calls.append(net.training)
+            return net(*a, **k)
+        return fwd
+
+    monkeypatch.setattr(train, "compiled", fake_compiled)
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: {"RankIC": 0.0, "RankICIR": 0.0})
+    monkeypatch.setattr(train, "batch", lambda panel, t, device, cfg=None, with_y=True: (
+        torch.as_tensor(panel.windows(t)), torch.ones(len(t), N, dtype=torch.bool), torch.randn(len(t), N)))
+    monkeypatch.setattr(train, "trainable_days", lambda panel, t, *a: t)
+    net = make("dual")
+    net.epoch_diagnostics = lambda *a, **k: {}
+    from storm_lib.profiles import TrainConfig
+    for flag, expected in ((False, 0), (True, 3)):
+        calls.clear()
+        train.fit(net, P(), "clean", TrainConfig(batch_size=4, max_epochs=1, steps_per_epoch=3, compile=flag),
+                  progress=False)
+        assert len(calls) == expected and all(calls)

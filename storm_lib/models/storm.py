@@ -681,7 +681,7 @@ class STORM(nn.Module):
         mask = mask.bool()
         # one pass: stock-major copy (B, N, W, F) with invalid stocks zeroed; both branches read it
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        if x.requires_grad:  # out= does not record gradients
+        if x.requires_grad or torch.compiler.is_compiling():  # out= records no gradients and compiles wrongly
             xs = torch.where(mask[:, :, None, None], x.transpose(1, 2), zero).contiguous()
         else:
             xs = torch.where(mask[:, :, None, None], x.transpose(1, 2), zero,
