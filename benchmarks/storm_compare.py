@@ -122,7 +122,7 @@ def _timed(fn) -> float:
 #: tree's network has 757ada5's parameters and loss terms (plus a 0-weighted entropy term), so the two
 #: can run on identical weights
 V1_SETTINGS = dict(codebook_metric="euclid", contrastive_temperature=0.07, learn_temperature=True,
-                   align_pool="mean", w_entropy=0.0, w_contrastive=1e-3)
+                   align_pool="mean", w_entropy=0.0, w_contrastive=1e-3, align_negatives="all")
 
 
 class Runner:
@@ -143,8 +143,10 @@ class Runner:
     def allocator(self):
         keep_memory() if self.keep_mem else glibc_defaults()
 
-    def step(self, x, mask, y, eager=False):
-        out = (self.net if eager else self.forward)(x, mask, y)
+    def step(self, x, mask, y, days=None, eager=False):
+        """One training step; ``days`` (the window end days) go to networks that take them (train.fit)."""
+        fwd = self.net if eager else self.forward
+        out = fwd(x, mask, y, days=days) if getattr(self.net, "takes_days", False) else fwd(x, mask, y)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -181,8 +183,8 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
         valid_t = new_train.trainable_days(panel, panel.split("clean", "valid"))
         pred_t = valid_t if predict_days <= 0 else valid_t[:predict_days]
         rng = np.random.default_rng(0)
-        batches = [new_train.batch(panel, np.sort(rng.choice(train_t, bs, replace=False)), torch.device("cpu"), tcfg)
-                   for _ in range(steps + 2)]
+        days = [np.sort(rng.choice(train_t, bs, replace=False)) for _ in range(steps + 2)]
+        batches = [(*new_train.batch(panel, d, torch.device("cpu"), tcfg), torch.as_tensor(d)) for d in days]
         for nt in threads:
             torch.set_num_threads(nt)
             glibc_defaults()

@@ -13,6 +13,8 @@ near-duplicate negatives. Random batches of a short split still hold windows tha
 days (16 of the 504 validation days: typically 30 days apart, W = 64), so ``align_loss_disjoint`` /
 ``align_top1_disjoint`` repeat the measurement on batches of windows that share no day (window ends W
 apart, ``align_b_disjoint`` = min(B, len(t) // W) windows per batch, 8 offsets): chance ln B' and 1/B'.
+The day-disjoint measure is the one the alignment is judged on (< 0.8·ln B', issue 16): since version 3
+training never uses a window that shares a day with the anchor as a negative either.
 """
 
 from __future__ import annotations
