@@ -16,12 +16,19 @@ Per (universe, thread count) it prints, for each configuration:
   resident size just before it (after ``malloc_trim(0)``), and the mean minor page faults of the
   timed steps (memory returned to the OS and faulted back),
 - training windows/s, prediction windows/s over the first ``predict_days`` validation window ends
-  (``train.predict`` of each version, the profile's eval batch size), and the old/new time ratios.
+  (``train.predict`` of each version, the profile's eval batch size, the versions interleaved in
+  blocks of four eval batches so that a change of the machine's load hits all alike), and the
+  old/new time ratios.
 
 Configurations: ``old`` (REV, glibc defaults), ``new`` (this tree, glibc defaults), ``new+mem``
 (this tree with ``train.keep_freed_memory``, what ``fit`` applies: the default), ``new+mem+nodrop``
 (plus dropout 0, a numerics-changing lever), ``new+mem+ckpt`` (activation checkpointing of the TS
-blocks, ``checkpoint_ts``: same numbers, less memory, more time). glibc's defaults are
+blocks, ``checkpoint_ts``: same numbers, less memory, more time); ``+v1`` runs this tree with
+:data:`V1_SETTINGS` (model version 1, the maths of REV = 757ada5) on REV's own weights, so ``old`` vs
+``new+mem+v1`` measures the code on the same computation, and the plain ``new*`` configurations run the
+current default model (version 2: cosine codebooks, entropy term, MLP alignment pooling; other
+parameters, same seed); ``+compile`` runs the training forward through ``train.compiled``
+(``TrainConfig.compile``; the warm-up steps compile, prediction stays eager). glibc's defaults are
 reinstated for the default-allocator configurations with ``mallopt`` at the steady state its dynamic
 rule reaches (mmap threshold 32 MB, trim threshold 64 MB), since mallopt is process-wide.
 """
@@ -111,21 +118,35 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+#: StormConfig settings of model version 1 (757ada5's defaults) that version 2 changed: with them this
+#: tree's network has 757ada5's parameters and loss terms (plus a 0-weighted entropy term), so the two
+#: can run on identical weights
+V1_SETTINGS = dict(codebook_metric="euclid", contrastive_temperature=0.07, learn_temperature=True,
+                   align_pool="mean", w_entropy=0.0, w_contrastive=1e-3, align_negatives="all")
+
+
 class Runner:
     """One implementation's network + optimiser and its training step."""
 
-    def __init__(self, name, storm_mod, train_mod, panel, profile, state, dropout=None, keep_mem=False, model=None):
+    def __init__(self, name, storm_mod, train_mod, panel, profile, state, dropout=None, keep_mem=False, model=None,
+                 compile=False):
         model = {**(model or {}), **({} if dropout is None else {"dropout": dropout})}
         self.name, self.train_mod, self.keep_mem = name, train_mod, keep_mem
         self.net = storm_mod.StormModel("storm", profile=profile, seed=0, progress=False, model=model).build_net(panel)
         self.net.load_state_dict(state)
+        for m in self.net.modules():  # loading marks this tree's codebooks initialised: re-initialise from
+            if hasattr(m, "initialised") and isinstance(m.initialised, bool):  # the warm-up batch as 757ada5
+                m.initialised = False
+        self.forward = train_mod.compiled(self.net) if compile else self.net  # as train.fit does
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
 
     def allocator(self):
         keep_memory() if self.keep_mem else glibc_defaults()
 
-    def step(self, x, mask, y):
-        out = self.net(x, mask, y)
+    def step(self, x, mask, y, days=None, eager=False):
+        """One training step; ``days`` (the window end days) go to networks that take them (train.fit)."""
+        fwd = self.net if eager else self.forward
+        out = fwd(x, mask, y, days=days) if getattr(self.net, "takes_days", False) else fwd(x, mask, y)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -151,15 +172,19 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
         n = panel.shape[1]
         tcfg = prof.with_train(**(prof.large if n > prof.large_n else {})).train
         bs = tcfg.batch_size
-        torch.manual_seed(0)
-        state = new_storm.StormModel("storm", profile=profile, seed=0, progress=False).build_net(panel).state_dict()
-        state = {k: v.clone() for k, v in state.items()}
+        states = {}
+        for key, mod, model in (("old", old_storm, {}), ("v1", new_storm, V1_SETTINGS), ("v2", new_storm, {})):
+            torch.manual_seed(0)
+            net = mod.StormModel("storm", profile=profile, seed=0, progress=False, model=model).build_net(panel)
+            states[key] = {k: v.clone() for k, v in net.state_dict().items()}
+        if set(states["old"]) - {k for k in states["old"] if k.endswith("initialised")} != set(states["v1"]):
+            raise RuntimeError(f"{rev} and this tree with V1_SETTINGS have different parameters")
         train_t = new_train.trainable_days(panel, panel.split("clean", "train"))
         valid_t = new_train.trainable_days(panel, panel.split("clean", "valid"))
         pred_t = valid_t if predict_days <= 0 else valid_t[:predict_days]
         rng = np.random.default_rng(0)
-        batches = [new_train.batch(panel, np.sort(rng.choice(train_t, bs, replace=False)), torch.device("cpu"), tcfg)
-                   for _ in range(steps + 2)]
+        days = [np.sort(rng.choice(train_t, bs, replace=False)) for _ in range(steps + 2)]
+        batches = [(*new_train.batch(panel, d, torch.device("cpu"), tcfg), torch.as_tensor(d)) for d in days]
         for nt in threads:
             torch.set_num_threads(nt)
             glibc_defaults()
@@ -167,8 +192,13 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
             runners = []
             for c in configs:
                 mod = (old_storm, old_train) if c == "old" else (new_storm, new_train)
-                runners.append(Runner(c, *mod, panel, profile, state, dropout=0.0 if "nodrop" in c else None,
-                                      keep_mem="mem" in c, model={"checkpoint_ts": True} if "ckpt" in c else {}))
+                parts = set(c.split("+"))
+                model = {**(V1_SETTINGS if "v1" in parts else {}), **({"checkpoint_ts": True} if "ckpt" in parts else {})}
+                state = states["old"] if c == "old" else states["v1" if "v1" in parts else "v2"]
+                if c != "old":
+                    state = {k: v for k, v in state.items() if not k.endswith("initialised")}
+                runners.append(Runner(c, *mod, panel, profile, state, dropout=0.0 if "nodrop" in parts else None,
+                                      keep_mem="mem" in parts, model=model, compile="compile" in parts))
             res = {r.name: {"times": []} for r in runners}
             # warm-up (codebook init) and FLOPs, then the memory step
             from torch.utils.flop_counter import FlopCounterMode
@@ -176,8 +206,9 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
                 torch.manual_seed(1)
                 r.allocator()
                 r.step(*batches[0])
-                with FlopCounterMode(display=False) as fc:
-                    r.step(*batches[1])
+                r.step(*batches[1])  # a compiled forward compiles in these two steps
+                with FlopCounterMode(display=False) as fc:  # the eager graph's FLOPs (same maths)
+                    r.step(*batches[1], eager=True)
                 res[r.name]["flops"] = fc.get_total_flops()
             for r in runners:
                 r.allocator()
@@ -195,10 +226,16 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
                     flt = _minflt()
                     res[r.name]["times"].append(_timed(lambda: r.step(*batches[2 + i % (len(batches) - 2)])))
                     res[r.name]["minor_faults"] += (_minflt() - flt) / steps
-            for r in runners:  # prediction
+            for r in runners:  # prediction: warm-up, then interleaved blocks of 4 eval batches
                 r.allocator()
                 r.train_mod.predict(r.net, panel, pred_t[: tcfg.eval_batch_size], tcfg.eval_batch_size)
-                res[r.name]["predict_s"] = _timed(lambda: r.train_mod.predict(r.net, panel, pred_t, tcfg.eval_batch_size))
+                res[r.name]["predict_s"] = 0.0
+            block = 4 * tcfg.eval_batch_size
+            for i in range(0, len(pred_t), block):
+                for r in runners:
+                    r.allocator()
+                    res[r.name]["predict_s"] += _timed(
+                        lambda: r.train_mod.predict(r.net, panel, pred_t[i:i + block], tcfg.eval_batch_size))
             base = res[configs[0]]
             print(f"\n## {universe} (N={n}), profile {profile}, batch {bs}, {nt} thread(s): sgemm 2048^3 peak "
                   f"{peak:.1f} GFLOP/s; prediction over {len(pred_t)} validation days, eval batch "

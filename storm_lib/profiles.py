@@ -34,6 +34,8 @@ class TrainConfig:
                                       # exact, faster CPU steps, resident size stays near the step's peak
     # -- GPU settings (storm_lib.train): bf16 autocast around the forward; the VQ distances stay fp32 ----
     autocast: str | None = None       # None (fp32) or "bf16": torch.autocast(device, torch.bfloat16)
+    compile: bool = False             # torch.compile the training forward (inductor); not exact: fused
+                                      # kernels round differently and dropout draws other masks
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ PROFILES: dict[str, Profile] = {
 
 #: TrainConfig fields added after results were committed, with the default that leaves them out of run
 #: and fit identities (so existing run directories keep their hash); any other value is hashed
-IDENTITY_NEUTRAL = {"autocast": None, "keep_freed_memory": True}  # keep_freed_memory never changes numbers
+IDENTITY_NEUTRAL = {"autocast": None, "keep_freed_memory": True, "compile": False}  # keep_freed_memory never changes numbers
 
 
 def profile_identity(profile: str | Profile) -> dict:

@@ -232,3 +232,166 @@ def test_attention_with_dropout_matches_scaled_dot_product_attention():
         close(a, b)
     torch.manual_seed(8)  # a different draw gives a different output: the masks matter
     assert not torch.allclose(attention_with_dropout(q, k, v, 0.1), outs[1][0])
+
+
+SMOKE_VARIANTS = {"storm": {}, "wo_ts": {"use_ts": False}, "wo_cs": {"use_cs": False}}
+
+
+def reference_predict(net, x, mask):
+    """The prediction path before the loss-free quantiser: decoders off, every codebook term and the
+    alignment still computed, the code assignment from the full (T, K) logits."""
+    r = net._represent(x, mask, decode=False)
+    assert r.losses  # the loss terms are there: this is the old path
+    return net.factor(r.e, r.f, mask.bool(), r.f_valid, None, False)[0], r
+
+
+@pytest.mark.parametrize("variant", SMOKE_VARIANTS)
+def test_loss_free_prediction_gives_the_same_scores_at_smoke_size(variant, monkeypatch):
+    """``predict`` (no soft assignment, no codebook/alignment terms, chunked code assignment) gives
+    the scores and codes of the path that computes them, at the smoke profile's sizes, with invalid
+    stocks; a small chunk makes the assignment run over several blocks."""
+    from storm_lib.models import quantizer
+    from storm_lib.profiles import get_profile
+
+    prof = get_profile("smoke")
+    n, nf, b = 12, 7, 6
+    torch.manual_seed(0)
+    net = STORM(StormConfig(n_stocks=n, n_features=nf, window=prof.window,
+                            **{**prof.storm, **SMOKE_VARIANTS[variant]}))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, prof.window, n, nf, generator=g)
+    mask = torch.rand(b, n, generator=g) > 0.25
+    x[~mask[:, None, :].expand(b, prof.window, n)] = float("nan")
+    y = torch.where(mask, torch.randn(b, n, generator=g), torch.full((b, n), float("nan")))
+    net(x, mask, y)  # training forward: codebook init
+    net.eval()
+    monkeypatch.setattr(quantizer, "ASSIGN_CHUNK", 37)
+    with torch.inference_mode():
+        ref, r = reference_predict(net, x, mask)
+        fast = net.predict(x, mask)
+        r_fast = net._represent(x, mask, decode=False, losses=False)
+    assert r_fast.losses == {}
+    assert torch.isfinite(fast[mask]).all()
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+    for br, br_fast in ((r.ts, r_fast.ts), (r.cs, r_fast.cs)):
+        if br is not None:
+            assert br_fast.losses == {} and torch.equal(br.codes, br_fast.codes)
+            assert torch.equal(br.perplexity, br_fast.perplexity)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclid"])
+def test_chunked_assignment_equals_the_argmax_of_the_logits(metric):
+    from storm_lib.models.quantizer import VectorQuantizer
+
+    torch.manual_seed(0)
+    vq = VectorQuantizer(64, 8, metric=metric, data_init=False)
+    z = torch.randn(1000, 8)
+    full = vq.logits(z).argmax(-1)
+    for chunk in (1, 7, 256, 4096):
+        assert torch.equal(vq.assign(z, chunk), full)
+    out, out_free = vq.eval()(z), vq(z, losses=False)
+    assert out_free.losses == {} and set(out.losses) == {"codebook", "commit", "div", "entropy", "ortho"}
+    assert torch.equal(out.z_q, out_free.z_q) and torch.equal(out.indices, out_free.indices)
+
+
+@pytest.mark.parametrize("all_valid", [True, False])
+def test_fused_soft_assignment_matches_the_autograd_graph(all_valid, monkeypatch):
+    """The cosine quantiser's blockwise div/entropy (``_CosineSoftAssignment``) against the plain
+    (T, K) autograd graph: same codes, losses and gradients of a whole STORM step, blocks smaller than T."""
+    from storm_lib.models import quantizer
+
+    monkeypatch.setattr(quantizer, "ASSIGN_CHUNK", 29)
+    fused = make("dual")
+    plain = copy.deepcopy(fused)
+    for m in plain.modules():
+        if isinstance(m, quantizer.VectorQuantizer):
+            m.fused = False
+    x, mask, y = data(all_valid)
+    for step in range(2):
+        outs = []
+        for net in (fused, plain):
+            torch.manual_seed(20 + step)
+            out = net(x, mask, y)
+            net.zero_grad()
+            (out.loss + 3.0 * out.losses["entropy_ts"] - 2.0 * out.losses["div_cs"]).backward()  # each term's grad
+            outs.append(out)
+        for k in outs[1].losses:
+            close(outs[0].losses[k], outs[1].losses[k])
+        assert torch.equal(outs[0].extras["ts_codes"], outs[1].extras["ts_codes"])
+        for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+            assert (p.grad is None) == (q.grad is None), name
+            if p.grad is not None:
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+        with torch.no_grad():
+            for p, q in zip(fused.parameters(), plain.parameters()):
+                if p.grad is not None:
+                    p -= 1e-2 * p.grad
+                    q.copy_(p)
+
+
+def test_fused_soft_assignment_gradients_of_each_term():
+    """div and entropy separately (gradcheck-style, float64), with zero-weight tokens."""
+    from storm_lib.models.quantizer import _CosineSoftAssignment, diversity_loss, entropy_penalty
+
+    g = torch.Generator().manual_seed(3)
+    zn = F.normalize(torch.randn(50, 6, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    en = F.normalize(torch.randn(9, 6, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    w = (torch.rand(50, generator=g, dtype=torch.float64) > 0.3).double()
+    n = w.sum().clamp_min(1.0)
+    for which in (1, 2):
+        idx, div, ent = _CosineSoftAssignment.apply(zn, en, w, n, 0.3, 8)
+        ga = torch.autograd.grad(div if which == 1 else ent, (zn, en))
+        logits = zn @ en.t() / 0.3
+        lp = torch.log_softmax(logits, -1)
+        ref = diversity_loss(lp.exp(), w) if which == 1 else entropy_penalty(lp.exp(), lp, w)
+        gb = torch.autograd.grad(ref, (zn, en))
+        torch.testing.assert_close(div if which == 1 else ent, ref)
+        assert torch.equal(idx, logits.argmax(-1))
+        for a, b in zip(ga, gb):
+            torch.testing.assert_close(a, b)
+
+
+def test_compile_switch_is_identity_neutral_and_wraps_the_training_forward(monkeypatch):
+    """``TrainConfig.compile`` (off by default, out of run identities at False) sends the training
+    forward through ``train.compiled``; validation/prediction stay on the eager network."""
+    import numpy as np
+
+    from storm_lib import train
+    from storm_lib.profiles import PROFILES, profile_identity
+
+    assert "compile" not in profile_identity("cpu")["train"]
+    assert profile_identity(PROFILES["cpu"].with_train(compile=True))["train"]["compile"] is True
+
+    class P:  # a minimal panel for fit: splits, windows, labels
+        dates = np.arange(60)
+        valid = np.ones((60, N), bool)
+        tickers = [str(i) for i in range(N)]
+        window = W
+
+        def split(self, proto, name):
+            return np.arange(W, 45) if name == "train" else np.arange(45, 59)
+
+        def windows(self, t):
+            return np.random.default_rng(int(t[0])).standard_normal((len(t), W, N, NF)).astype(np.float32)
+
+    calls = []
+
+    def fake_compiled(net):
+        def fwd(*a, **k):
+            calls.append(net.training)
+            return net(*a, **k)
+        return fwd
+
+    monkeypatch.setattr(train, "compiled", fake_compiled)
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: {"RankIC": 0.0, "RankICIR": 0.0})
+    monkeypatch.setattr(train, "batch", lambda panel, t, device, cfg=None, with_y=True: (
+        torch.as_tensor(panel.windows(t)), torch.ones(len(t), N, dtype=torch.bool), torch.randn(len(t), N)))
+    monkeypatch.setattr(train, "trainable_days", lambda panel, t, *a: t)
+    net = make("dual")
+    net.epoch_diagnostics = lambda *a, **k: {}
+    from storm_lib.profiles import TrainConfig
+    for flag, expected in ((False, 0), (True, 3)):
+        calls.clear()
+        train.fit(net, P(), "clean", TrainConfig(batch_size=4, max_epochs=1, steps_per_epoch=3, compile=flag),
+                  progress=False)
+        assert len(calls) == expected and all(calls)

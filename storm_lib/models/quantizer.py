@@ -28,7 +28,8 @@ log 512) for every token, ``div`` sat at its floor while the eval-mode hard assi
 Deviations from the released code, on purpose (reference/official-code.md §10): a gradient-trained
 ``nn.Parameter`` codebook with no EMA update, so the orthogonality loss acts on it (§10.17), and no
 weight decay on it (``STORM.no_weight_decay``); the soft assignment is a softmax of similarities, not
-softmax(+distance) (§10.18); losses are also computed in eval mode (cheap; for validation logging).
+softmax(+distance) (§10.18); losses are also computed in eval mode (for validation logging) unless the
+caller asks for none (``losses=False``: prediction, which needs only the assignment).
 
 Forward has no host synchronisation except the one-off data-dependent initialisation (a Python flag).
 """
@@ -44,6 +45,7 @@ from torch import nn
 
 METRICS = ("cosine", "euclid")
 DEFAULT_TAU = {"cosine": 0.05, "euclid": 1.0}
+ASSIGN_CHUNK = 256  # tokens per block of the blockwise assignment: (256, 512) float32 logits = 512 KB (L2)
 
 
 def orthogonality_loss(codebook: torch.Tensor) -> torch.Tensor:
@@ -84,6 +86,60 @@ def entropy_penalty(probs: torch.Tensor, log_probs: torch.Tensor, weights: torch
     return h_tok + (p_bar * torch.log(p_bar.clamp_min(1e-12))).sum()
 
 
+class _CosineSoftAssignment(torch.autograd.Function):
+    """Code indices, ``div`` and ``entropy`` of the cosine quantiser in one pass over blocks of tokens.
+
+    Inputs: unit tokens zn (T, d), unit entries en (K, d), token weights w (T,), their clamped sum n,
+    τ and the block size. The same numbers as ``logits = zn @ enᵀ / τ``, ``argmax``, ``log_softmax``
+    and :func:`diversity_loss` / :func:`entropy_penalty` over the whole (T, K) matrix (the sums over
+    tokens are accumulated per block, so the last digits may differ), but no (T, K) tensor is stored:
+    each block's logits are computed, used and dropped while in cache, and recomputed in backward
+    (one more (T, d, K) product). Backward, for a token t with p = softmax(l_t), lp = log p,
+    H_t = −Σ p lp and c_k = (g_div / K + g_ent)·∂(p̄_k log p̄_k)/∂p̄_k:
+    ∂/∂l_t = (w_t / n)·[p ⊙ (c − ⟨p, c⟩) − g_ent · p ⊙ (lp + H_t)] (softmax Jacobian; ∂H/∂l = −p ⊙ (lp + H)).
+    """
+
+    @staticmethod
+    def forward(ctx, zn, en, w, n, tau: float, chunk: int):
+        e_t = en.t()
+        k = en.shape[0]
+        indices, h_tok = [], []
+        acc = zn.new_zeros(k)
+        for zc, wc in zip(zn.split(chunk), w.split(chunk)):
+            logits = zc @ e_t / tau
+            indices.append(logits.argmax(-1))
+            lp = torch.log_softmax(logits, dim=-1)
+            p = lp.exp()
+            acc += wc @ p
+            h_tok.append(-(p * lp).sum(-1))
+        h_tok = torch.cat(h_tok)
+        p_bar = acc / n
+        log_p_bar = torch.log(p_bar.clamp_min(1e-12))
+        neg_h_bar = (p_bar * log_p_bar).sum()
+        div = neg_h_bar / k
+        entropy = (h_tok * w).sum() / n + neg_h_bar
+        ctx.save_for_backward(zn, en, w, n, h_tok, p_bar, log_p_bar)
+        ctx.tau, ctx.chunk = tau, chunk
+        return torch.cat(indices), div, entropy
+
+    @staticmethod
+    def backward(ctx, _g_idx, g_div, g_ent):
+        zn, en, w, n, h_tok, p_bar, log_p_bar = ctx.saved_tensors
+        tau, chunk, k = ctx.tau, ctx.chunk, en.shape[0]
+        c = (g_div / k + g_ent) * (log_p_bar + (p_bar > 1e-12).to(p_bar.dtype))   # ∂loss/∂p̄ (K,)
+        e_t = en.t()
+        g_zn, g_en = [], torch.zeros_like(en)
+        for zc, wc, hc in zip(zn.split(chunk), w.split(chunk), h_tok.split(chunk)):
+            lp = torch.log_softmax(zc @ e_t / tau, dim=-1)
+            p = lp.exp()
+            # in place on lp: p ⊙ (c − ⟨p, c⟩ − g_ent (lp + H)) · w / (n τ) = ∂/∂(zc @ enᵀ)
+            g = lp.add_(hc[:, None]).mul_(-g_ent).add_(c).sub_((p @ c)[:, None]).mul_(p)
+            g.mul_((wc / (n * tau))[:, None])
+            g_zn.append(g @ en)
+            g_en.addmm_(g.t(), zc)
+        return torch.cat(g_zn), g_en, None, None, None, None
+
+
 def usage_stats(codes, n_codes: int) -> dict:
     """Hard usage of a codebook from code indices (any shape, numpy or torch): ``used`` (entries hit at
     least once) and ``perplexity`` (exp of the entropy of the usage histogram)."""
@@ -113,7 +169,7 @@ def _kmeans_pp(pool: torch.Tensor, k: int) -> torch.Tensor:
 class VQOutput:
     z_q: torch.Tensor          # (..., d) quantised tokens carrying straight-through gradients to z_e
     indices: torch.Tensor      # (...) long: index of the assigned entry
-    losses: dict               # raw terms: codebook, commit, div, entropy, ortho (scalars)
+    losses: dict               # raw terms: codebook, commit, div, entropy, ortho (scalars); {} if not asked
     perplexity: torch.Tensor   # exp(entropy) of the hard code usage over the valid tokens (no grad)
 
 
@@ -150,6 +206,7 @@ class VectorQuantizer(nn.Module):
         # VQ-VAE's usual init, replaced by the data-dependent one when data_init is set.
         self.codebook = nn.Parameter(torch.empty(n_codes, dim).uniform_(-1.0 / n_codes, 1.0 / n_codes))
         self.initialised = not data_init  # a Python flag: checking it costs no device sync
+        self.fused = True  # cosine: div/entropy by _CosineSoftAssignment (False: the plain autograd graph)
         self.register_buffer("usage_ema", torch.ones(n_codes))  # starts at 1: a grace period
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))  # total restarted entries
 
@@ -219,15 +276,28 @@ class VectorQuantizer(nn.Module):
             return 2.0 - 2.0 * F.normalize(z, dim=-1) @ self.entries().t()
         return -self.logits(z) * self.tau
 
-    def forward(self, z_e: torch.Tensor, valid: torch.Tensor | None = None) -> VQOutput:
+    def assign(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Indices (T,) of the assigned entries, ``logits(z).argmax(-1)`` computed ``chunk`` tokens
+        (default :data:`ASSIGN_CHUNK`) at a time, so the (chunk, K) logits stay in cache and the (T, K) matrix is never stored. The same
+        numbers as the full product: each logit is the same length-d dot product and the same
+        division by τ (a test checks the indices against the unchunked ones)."""
+        chunk = chunk or ASSIGN_CHUNK
+        if self.cosine:
+            e_t = self.entries().t()
+            return torch.cat([(c @ e_t / self.tau).argmax(-1) for c in F.normalize(z, dim=-1).split(chunk)])
+        return torch.cat([self.logits(c).argmax(-1) for c in z.split(chunk)])
+
+    def forward(self, z_e: torch.Tensor, valid: torch.Tensor | None = None, losses: bool = True) -> VQOutput:
         """z_e: (..., d); valid: optional bool (...) — invalid tokens are quantised but excluded from
-        the losses, the usage statistics and the data-dependent init."""
+        the losses, the usage statistics and the data-dependent init. ``losses=False`` (prediction)
+        computes the assignment only: no soft assignment over the K entries, ``losses`` is empty;
+        ``z_q``, ``indices`` and ``perplexity`` are the same numbers."""
         with torch.autocast(z_e.device.type, enabled=False):  # logits and argmax in float32
-            out = self._quantise(z_e.float(), valid)
+            out = self._quantise(z_e.float(), valid, losses)
         out.z_q = out.z_q.to(z_e.dtype)
         return out
 
-    def _quantise(self, z_e: torch.Tensor, valid: torch.Tensor | None) -> VQOutput:
+    def _quantise(self, z_e: torch.Tensor, valid: torch.Tensor | None, with_losses: bool = True) -> VQOutput:
         shape = z_e.shape
         z = z_e.reshape(-1, self.dim)
         w = torch.ones(z.shape[0], dtype=z.dtype, device=z.device) if valid is None \
@@ -238,24 +308,32 @@ class VectorQuantizer(nn.Module):
             self._restart_dead(z, w)
         n = w.sum().clamp_min(1.0)
 
-        logits = self.logits(z)                                      # (T, K), one matmul
-        indices = logits.detach().argmax(-1)
+        losses = {}
         e = self.entries()
-        z_q = F.embedding(indices, e)                                # (T, d)
         zz = F.normalize(z, dim=-1) if self.cosine else z
+        if with_losses and self.cosine and self.fused:               # blocks of tokens, no (T, K) tensor
+            indices, div, entropy = _CosineSoftAssignment.apply(zz, e, w, n, self.tau, ASSIGN_CHUNK)
+        elif with_losses:
+            logits = self.logits(z)                                  # (T, K), one matmul
+            indices = logits.detach().argmax(-1)
+            log_probs = torch.log_softmax(logits, dim=-1)            # soft assignments, computed once
+            probs = log_probs.exp()
+            div, entropy = diversity_loss(probs, w), entropy_penalty(probs, log_probs, w)
+        else:
+            indices = self.assign(z)                                 # same indices, no (T, K) matrix
+        z_q = F.embedding(indices, e)                                # (T, d)
 
         def token_mean(sq: torch.Tensor) -> torch.Tensor:            # mean over valid tokens and dims
             return (sq.mean(-1) * w).sum() / n
 
-        log_probs = torch.log_softmax(logits, dim=-1)                # soft assignments, computed once
-        probs = log_probs.exp()
-        losses = {
-            "codebook": token_mean((zz.detach() - z_q).pow(2)),
-            "commit": token_mean((zz - z_q.detach()).pow(2)),
-            "div": diversity_loss(probs, w),
-            "entropy": entropy_penalty(probs, log_probs, w),
-            "ortho": orthogonality_loss(self.codebook),
-        }
+        if with_losses:
+            losses = {
+                "codebook": token_mean((zz.detach() - z_q).pow(2)),
+                "commit": token_mean((zz - z_q.detach()).pow(2)),
+                "div": div,
+                "entropy": entropy,
+                "ortho": orthogonality_loss(self.codebook),
+            }
         with torch.no_grad():
             # index_put_ with accumulate has a deterministic CUDA path (bincount has none)
             counts = z.new_zeros(self.n_codes).index_put_((indices,), w, accumulate=True)

@@ -318,14 +318,15 @@ class TSModule(nn.Module):
         self.head = nn.Linear(d, p * f)
         self.encoder.checkpoint = self.decoder.checkpoint = cfg.checkpoint_ts
 
-    def forward(self, xs, mask, decode: bool = True) -> BranchOutput:
+    def forward(self, xs, mask, decode: bool = True, losses: bool = True) -> BranchOutput:
         """xs (B, N, W, F) stock-major (invalid stocks zeroed), mask (B, N); ``decode=False`` skips the
-        decoder and the reconstruction loss (prediction does not need them)."""
+        decoder and the reconstruction loss, ``losses=False`` the codebook terms (prediction needs
+        neither)."""
         b, n, w, f = xs.shape
         n_p = w // self.p
         cls, h = self.encoder(self.embed(xs.reshape(b * n, n_p, self.p * f)))  # patches: a view
         h, cls = h.view(b, n, n_p, -1), cls.view(b, n, -1)
-        vq = self.vq(h, mask[:, :, None].expand(b, n, n_p))
+        vq = self.vq(h, mask[:, :, None].expand(b, n, n_p), losses)
         losses = dict(vq.losses)
         if decode:
             rec = self.head(self.decoder(vq.z_q.reshape(b * n, n_p, -1)))        # (B·N, P, p·F)
@@ -351,14 +352,15 @@ class CSModule(nn.Module):
         self.decoder = Decoder(w, d, cfg.n_heads, cfg.cs_dec_layers, cfg.dropout, cfg.mlp_ratio)
         self.unembed, self.unstem = nn.Linear(d, n * e), nn.Linear(e, f)
 
-    def forward(self, xs, mask, decode: bool = True) -> BranchOutput:
-        """xs (B, N, W, F) stock-major (invalid stocks zeroed), mask (B, N). Only the e-wide stems are
-        transposed to day-major, never the F-wide input or reconstruction."""
+    def forward(self, xs, mask, decode: bool = True, losses: bool = True) -> BranchOutput:
+        """xs (B, N, W, F) stock-major (invalid stocks zeroed), mask (B, N); ``decode`` / ``losses`` as
+        in :meth:`TSModule.forward`. Only the e-wide stems are transposed to day-major, never the F-wide
+        input or reconstruction."""
         b, n, w, f = xs.shape
         stems = F.gelu(self.stem(xs)) * mask[:, :, None, None].to(xs.dtype)    # (B, N, W, e)
         tokens = self.embed(stems.transpose(1, 2).reshape(b, w, n * self.e))   # (B, W, d)
         cls, h = self.encoder(tokens)                                           # (B, d), (B, W, d)
-        vq = self.vq(h, mask.any(1)[:, None].expand(b, w))
+        vq = self.vq(h, mask.any(1)[:, None].expand(b, w), losses)
         losses = dict(vq.losses)
         if decode:
             u = self.unembed(self.decoder(vq.z_q)).view(b, w, n, self.e).transpose(1, 2)
@@ -688,7 +690,11 @@ class STORM(nn.Module):
 
     takes_days = True  # train.fit passes the window end days (the alignment's negatives need them)
 
-    def _represent(self, x, mask, decode: bool = True, days=None) -> Representation:
+    def _represent(self, x, mask, decode: bool = True, days=None, losses: bool = True) -> Representation:
+        """Tokens, stock embeddings and the representation losses. ``decode=False``: no decoders or
+        reconstruction terms; ``losses=False``: no loss term at all (no soft code assignment, no
+        alignment), ``Representation.losses`` is empty. Neither changes ``e``, ``f`` or the codes.
+        ``days`` (B,): the windows' end days, for the alignment's negatives."""
         cfg = self.cfg
         b, w, n, f = x.shape
         if (w, n, f) != (cfg.window, cfg.n_stocks, cfg.n_features):
@@ -697,15 +703,16 @@ class STORM(nn.Module):
         mask = mask.bool()
         # one pass: stock-major copy (B, N, W, F) with invalid stocks zeroed; both branches read it
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        if x.requires_grad:  # out= does not record gradients
+        if x.requires_grad or torch.compiler.is_compiling():  # out= records no gradients and compiles wrongly
             xs = torch.where(mask[:, :, None, None], x.transpose(1, 2), zero).contiguous()
         else:
             xs = torch.where(mask[:, :, None, None], x.transpose(1, 2), zero,
                              out=torch.empty(b, n, w, f, dtype=x.dtype, device=x.device))
         x = xs.transpose(1, 2)  # the zeroed input in (B, W, N, F) order: a view, no copy
+        want_losses = losses
         losses, tokens, valid = {}, [], []
-        ts = self.ts(xs, mask, decode) if self.ts is not None else None
-        cs = self.cs(xs, mask, decode) if self.cs is not None else None
+        ts = self.ts(xs, mask, decode, want_losses) if self.ts is not None else None
+        cs = self.cs(xs, mask, decode, want_losses) if self.cs is not None else None
         if cs is not None:
             c = self.cs_token(torch.cat([cs.h, cs.q], -1)) + self.type_emb[0]      # (B, W, d)
             tokens.append(c)
@@ -724,7 +731,7 @@ class STORM(nn.Module):
             q = (self.stock_id.expand(b, -1, -1) if self.cfg.wo_ts_query == "identity"
                  else self.stock_query(x[:, -1]))
             e = self.ln_e(self.stock_attn(q, c))
-        if self.align is not None:
+        if self.align is not None and want_losses:
             losses["contrastive"] = self.align(ts.cls, mask, cs.cls, days)
         return Representation(e, self.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, losses)
 
@@ -747,9 +754,9 @@ class STORM(nn.Module):
 
     def predict(self, x, mask, sample: bool = False) -> torch.Tensor:
         """Scores (B, N) as ``forward(x, mask, sample=sample).pred``, without the work that only feeds
-        losses: no decoders, no reconstructions, no posterior (the codebook terms stay: the quantiser
-        computes them with its code assignment). Call in eval mode under ``torch.inference_mode()``."""
-        r = self._represent(x, mask, decode=False)
+        losses: no decoders, no reconstructions, no soft code assignment or other codebook terms, no
+        alignment, no posterior. Call in eval mode under ``torch.inference_mode()``."""
+        r = self._represent(x, mask, decode=False, losses=False)
         return self.factor(r.e, r.f, mask.bool(), r.f_valid, None, sample)[0]
 
     @torch.no_grad()
@@ -759,7 +766,7 @@ class STORM(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            r = self._represent(x, mask, decode=False)
+            r = self._represent(x, mask, decode=False, losses=False)
         finally:
             self.train(was_training)
         out = {"stock_embedding": r.e, "factor_tokens": r.f}

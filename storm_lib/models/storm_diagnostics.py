@@ -45,7 +45,7 @@ def diagnose(net, panel, t: np.ndarray, batch_size: int = 16, seed: int = 0) -> 
         for i in range(0, len(order), batch_size):
             tb = np.sort(t[order[i:i + batch_size]])
             x, mask, _ = train_mod.batch(panel, tb, device, with_y=False)
-            r = net._represent(x, mask)
+            r = net._represent(x, mask, decode=False)  # div/entropy/[cls]: no decoders
             n_batches += 1
             for name, br in (("cs", r.cs), ("ts", r.ts)):
                 if br is None:
@@ -66,7 +66,7 @@ def diagnose(net, panel, t: np.ndarray, batch_size: int = 16, seed: int = 0) -> 
                 if len(tb) < b_dis:
                     continue
                 x, mask, _ = train_mod.batch(panel, tb, device, with_y=False)
-                r = net._represent(x, mask)
+                r = net._represent(x, mask, decode=False, losses=False)  # [cls] only
                 loss, top1 = _align_scores(net, r, mask)
                 dis_loss, dis_top1, n_dis = dis_loss + loss, dis_top1 + top1, n_dis + 1
     finally:
