@@ -153,9 +153,9 @@ def test_fit_gives_storm_the_window_days(monkeypatch):
     seen, batches = [], []
     real_align, real_batch = storm_mod.Alignment.forward, train_mod.batch
 
-    def spy_align(self, ts_cls, mask, cs_cls, days=None):
+    def spy_align(self, ts_cls, mask, cs_cls, days=None, cs_h=None):
         seen.append(None if days is None else days.clone())
-        return real_align(self, ts_cls, mask, cs_cls, days)
+        return real_align(self, ts_cls, mask, cs_cls, days, cs_h)
 
     def spy_batch(panel, t, *a, **k):
         batches.append(np.asarray(t).copy())
@@ -171,3 +171,23 @@ def test_fit_gives_storm_the_window_days(monkeypatch):
     train_days = [d for d in seen if d is not None]
     assert len(train_days) == 2 and np.array_equal(train_days[0].numpy(), batches[0])
     assert storm_mod.STORM.takes_days
+
+
+def test_stock_level_alignment_drops_invalid_stocks_and_same_stock_false_negatives():
+    """align_level="stock" (option): (B·N) pairs; an invalid stock is neither anchor nor negative, and
+    the same stock in a window sharing days with the anchor's is not a negative; gradients are finite."""
+    torch.manual_seed(0)
+    cfg = StormConfig(n_stocks=3, n_features=F, window=W, d_model=16, n_heads=2, codebook_size=16,
+                      align_level="stock")
+    model = STORM(cfg)
+    ts, cs_cls, cs_h = torch.randn(2, 3, 16), torch.randn(2, 16), torch.randn(2, W, 16)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    logits, valid = model.align.pair_logits(ts, mask, cs_cls, cs_h, days=torch.tensor([100, 105]))
+    assert valid.tolist() == [True, True, False, True, True, True]
+    inf = torch.isinf(logits)
+    assert inf[0, 2] and inf[2, 0] and inf[0, 3] and inf[1, 4] and not inf[0, 4] and not inf.diagonal().any()
+    logits, _ = model.align.pair_logits(ts, mask, cs_cls, cs_h, days=torch.tensor([100, 300]))
+    assert not torch.isinf(logits[0, 3])                       # windows share no day: a real negative
+    loss = model.align(ts.requires_grad_(), mask, cs_cls, torch.tensor([100, 105]), cs_h)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(ts.grad).all() and ts.grad[0, 2].abs().sum() == 0

@@ -76,6 +76,8 @@ class StormConfig:
                                      # rose while retrieval improved (overconfident on new windows)
     align_pool: str = "mlp"          # TS summary: "mlp" = mean_i MLP(cls_i) (DeepSets); "mlp_id" = mean_i
                                      # MLP(cls_i + s_i), s_i a learned stock embedding; "mean": version 1
+    align_level: str = "window"      # "window": one TS summary vs the CS [cls] per window; "stock" (option,
+                                     # experimental): each stock's TS [cls] vs a CS read-out for that stock
     align_negatives: str = "disjoint"  # InfoNCE negatives: "disjoint" = only windows that share no day with
                                        # the anchor (false-negative cancellation); "all": version 2
     wo_ts_query: str = "identity"    # w/o-TS stock query: "identity" (learned per-stock vector, no
@@ -112,6 +114,7 @@ class StormConfig:
         for name, value, known in (("codebook_metric", self.codebook_metric, ("cosine", "euclid")),
                                    ("align_pool", self.align_pool, ("mlp", "mlp_id", "mean")),
                                    ("align_negatives", self.align_negatives, ("disjoint", "all")),
+                                   ("align_level", self.align_level, ("window", "stock")),
                                    ("wo_ts_query", self.wo_ts_query, ("identity", "last_day"))):
             if value not in known:
                 raise ValueError(f"{name} must be one of {known}, got {value!r}")
@@ -420,6 +423,10 @@ class Alignment(nn.Module):
         self.phi_ts = MLP(d, 2 * d, d) if self.pool in ("mlp", "mlp_id") else None
         self.stock_id = nn.Parameter(0.02 * torch.randn(cfg.n_stocks, d)) if self.pool == "mlp_id" else None
         self.proj_ts, self.proj_cs = nn.Linear(d, d), nn.Linear(d, d)
+        self.level = cfg.align_level
+        if self.level == "stock":  # a learned query per stock reads that stock off the CS day tokens
+            self.read_query = nn.Parameter(0.02 * torch.randn(cfg.n_stocks, d))
+            self.read = Block(d, cfg.n_heads, cfg.dropout, cfg.mlp_ratio, cross=True)
         scale = torch.tensor(math.log(1.0 / cfg.contrastive_temperature))
         if cfg.learn_temperature:
             self.logit_scale = nn.Parameter(scale)
@@ -436,16 +443,51 @@ class Alignment(nn.Module):
         c = F.normalize(self.proj_cs(cs_cls), dim=-1)
         return self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
 
-    def forward(self, ts_cls, mask, cs_cls, days=None):
+    def pair_logits(self, ts_cls, mask, cs_cls, cs_h, days=None):
+        """(logits, valid): the similarity matrix of every (TS, CS) pair this level aligns, rows = TS,
+        with the excluded negatives at −inf, and which rows/columns are real pairs.
+
+        ``align_level="window"``: (B, B), all valid. ``"stock"``: (B·N, B·N) over (window, stock) pairs,
+        TS [cls]_i against the CS read-out r_i = CrossAttn(q_i, CS tokens); invalid stocks are not pairs,
+        and with ``days`` the same stock in a window sharing days is not a negative."""
+        if self.level == "window":
+            logits = self.logits(ts_cls, mask, cs_cls)
+            if days is not None and self.negatives == "disjoint":
+                logits = logits.masked_fill(overlapping(days, self.window), float("-inf"))
+            return logits, torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+        b, n, d = ts_cls.shape
+        read = self.read(self.read_query.expand(b, -1, -1), cs_h)
+        a = F.normalize(self.proj_ts(ts_cls), dim=-1).reshape(b * n, d)
+        c = F.normalize(self.proj_cs(read), dim=-1).reshape(b * n, d)
+        logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
+        valid = mask.reshape(-1)
+        drop = ~(valid[:, None] & valid[None, :])
+        if days is not None and self.negatives == "disjoint":
+            same = torch.eye(n, dtype=torch.bool, device=logits.device)
+            drop = drop | (overlapping(days, self.window).to(logits.device)[:, None, :, None]
+                           & same[None, :, None, :]).reshape(b * n, b * n)
+        drop = drop & ~torch.eye(b * n, dtype=torch.bool, device=logits.device)
+        return logits.masked_fill(drop, float("-inf")), valid
+
+    def forward(self, ts_cls, mask, cs_cls, days=None, cs_h=None):
         """→ scalar loss (0 for B = 1). ``days`` (B,): the windows' end-day indices; with
         ``align_negatives="disjoint"``, a window that shares a day with the anchor (|Δt| < W) is not
         used as its negative (false-negative cancellation, Huynh et al. 2022): adjacent windows share up
         to W − 1 of W days, and pushing them apart rewards fingerprints of single days."""
-        logits = self.logits(ts_cls, mask, cs_cls)
-        if days is not None and self.negatives == "disjoint":
-            logits = logits.masked_fill(overlapping(days, self.window), float("-inf"))
-        target = torch.arange(logits.shape[0], device=logits.device)
+        logits, valid = self.pair_logits(ts_cls, mask, cs_cls, cs_h, days)
+        return info_nce(logits, None if self.level == "window" else valid)
+
+
+def info_nce(logits, valid=None):
+    """Symmetric InfoNCE, positives on the diagonal; with ``valid``, the mean over the valid rows and
+    columns only (the others must hold −inf off the diagonal, as :meth:`Alignment.pair_logits` leaves them)."""
+    target = torch.arange(logits.shape[0], device=logits.device)
+    if valid is None:
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    w = valid.to(logits.dtype)
+    rows = F.cross_entropy(logits, target, reduction="none")
+    cols = F.cross_entropy(logits.t(), target, reduction="none")
+    return 0.5 * ((rows + cols) * w).sum() / w.sum().clamp_min(1.0)
 
 
 # --------------------------------------------------------------------------- factor module (§2.5)
@@ -732,7 +774,7 @@ class STORM(nn.Module):
                  else self.stock_query(x[:, -1]))
             e = self.ln_e(self.stock_attn(q, c))
         if self.align is not None and want_losses:
-            losses["contrastive"] = self.align(ts.cls, mask, cs.cls, days)
+            losses["contrastive"] = self.align(ts.cls, mask, cs.cls, days, cs.h)
         return Representation(e, self.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, losses)
 
     def forward(self, x, mask, y=None, sample: bool = False, days=None) -> StormOutput:

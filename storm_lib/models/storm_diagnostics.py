@@ -94,8 +94,12 @@ def diagnose(net, panel, t: np.ndarray, batch_size: int = 16, seed: int = 0) -> 
 
 def _align_scores(net, r, mask) -> tuple[float, float]:
     """Symmetric InfoNCE and mean top-1 retrieval (TS→CS and CS→TS) of one batch's representation."""
-    logits = net.align.logits(r.ts.cls, mask.bool(), r.cs.cls).float()
+    from .storm import info_nce
+
+    logits, valid = net.align.pair_logits(r.ts.cls, mask.bool(), r.cs.cls, r.cs.h)
+    logits = logits.float()
     target = torch.arange(logits.shape[0], device=logits.device)
-    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-    top1 = 0.5 * ((logits.argmax(1) == target).float().mean() + (logits.argmax(0) == target).float().mean())
+    loss = info_nce(logits, None if valid.all() else valid)
+    hit = 0.5 * ((logits.argmax(1) == target).float() + (logits.argmax(0) == target).float())
+    top1 = hit[valid].mean()
     return float(loss), float(top1)
