@@ -34,6 +34,9 @@ class TrainConfig:
                                       # exact, faster CPU steps, resident size stays near the step's peak
     # -- GPU settings (storm_lib.train): bf16 autocast around the forward; the VQ distances stay fp32 ----
     autocast: str | None = None       # None (fp32) or "bf16": torch.autocast(device, torch.bfloat16)
+    # -- training budget (storm_lib.train.budget_plan; the study of storm_lib.budget) -------------------
+    budget_windows: int | None = None  # training sees exactly this many windows: epochs of steps_per_epoch x
+                                       # batch_size (the last one partial), LR schedule sized to it, no early stop
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ PROFILES: dict[str, Profile] = {
 
 #: TrainConfig fields added after results were committed, with the default that leaves them out of run
 #: and fit identities (so existing run directories keep their hash); any other value is hashed
-IDENTITY_NEUTRAL = {"autocast": None, "keep_freed_memory": True}  # keep_freed_memory never changes numbers
+IDENTITY_NEUTRAL = {"autocast": None, "keep_freed_memory": True,  # keep_freed_memory never changes numbers
+                    "budget_windows": None}
 
 
 def profile_identity(profile: str | Profile) -> dict:
