@@ -6,8 +6,9 @@ tensor (B, W, N, F) from :meth:`Panel.windows`, ``mask`` (B, N) the valid stocks
 training target (NaN where unknown).
 
 :func:`fit` trains on the protocol's train split, evaluates the validation split after every epoch
-(RankIC by default), keeps the best weights, stops early, writes ``history.csv`` and checkpoints
-(``last.pt`` to resume, ``best.pt``) when given a run directory. Model selection never looks at the
+(RankIC by default), keeps the best weights, stops early (not under a training budget,
+:attr:`TrainConfig.budget_windows`: then exactly that many windows, :func:`budget_plan`), writes
+``history.csv`` and checkpoints (``last.pt`` to resume, ``best.pt``) when given a run directory. Model selection never looks at the
 test split unless the protocol itself says validation = test (``paper``, the official code's choice).
 """
 
