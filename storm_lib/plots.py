@@ -19,6 +19,7 @@ import io
 import math
 
 import matplotlib.dates as mdates
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -345,10 +346,18 @@ def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, title: str = "", or
             r = runs[runs["model"] == m]
             ax.scatter(r["windows_seen"].fillna(r["budget"]), r[col], s=10, alpha=0.5, color=st.get("color"))
         ax.set_xscale("log")
+        ticks = sorted(set(summary["budget"].astype(int)))
+        if ticks:  # the grid's budgets as plain labels (1k, 4k, ...), not powers of ten
+            ax.set_xticks(ticks, [f"{t / 1000:g}k" if t >= 1000 else str(t) for t in ticks])
+            ax.xaxis.set_minor_locator(mticker.NullLocator())
         ax.set_xlabel("training windows seen")
         ax.set_ylabel(label)
         if col == "compute_seconds":
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(mticker.FuncFormatter(
+                lambda v, _: f"{v:.0f} s" if v < 120 else f"{v / 60:.0f} min" if v < 7200 else f"{v / 3600:.1f} h"))
+            ax.yaxis.set_minor_formatter(mticker.NullFormatter())
         else:
             ax.axhline(0.0, color="#999999", lw=0.8)
         ax.grid(alpha=0.3)

@@ -164,3 +164,18 @@ def test_a_smoke_budget_run_records_windows_seen_and_fit_seconds(data_dir, tmp_p
     assert list(hist["windows"]) == [64, 100] and hist["lr"].iloc[-1] == 0  # smoke: 8 steps x 8 windows an epoch
     r = budget.load(tmp_path, profile="smoke").iloc[0]
     assert r["budget"] == 100 and r["windows_seen"] == 100 and r["epochs"] == 2
+
+
+def test_missing_text_lists_budgets_and_seeds_per_model():
+    from storm_lib import presentation as nb
+
+    specs = budget.specs(["dj30"], ["transformer", "storm"], seeds=(0, 1))
+    plan = pd.DataFrame({"universe": [s.universe for s in specs], "model": [s.model for s in specs],
+                         "seed": [s.seed for s in specs], "spec": specs,
+                         "finished": [s.model == "transformer" and s.options_dict[budget.OPTION] == 1000
+                                      for s in specs]})
+    text = nb.budget_missing_text(plan)
+    assert text.startswith("2 of 16 runs of the grid are finished.")
+    assert "- DJ30 Transformer: 4,000: 0, 1; 16,000: 0, 1; 64,000: 0, 1" in text
+    assert "- DJ30 STORM: 1,000: 0, 1;" in text and "--model storm transformer`" in text
+    assert nb.budget_missing_text(plan.assign(finished=True)) == "16 of 16 runs of the grid are finished."

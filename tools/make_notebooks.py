@@ -543,7 +543,8 @@ executor = "local"   # local (this process) | ray (one Ray task per missing run;
 ctx = nb.setup("budget", universes=universes, models=models, seeds=seeds, protocol=protocol, profile=profile,
                data_dir=data_dir, results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nOne run per model, universe, budget and seed, smallest budget first. Runs not finished yet are listed."),
-    code('''plan = ctx.ensure(nb.budget_specs(ctx))
+    code('''plan = nb.budget_plan(ctx)
+display(Markdown(nb.budget_missing_text(plan)))
 runs = nb.budget_frame(plan, ctx)
 summary = budget.summarise(runs)
 choice = budget.choose(summary)'''),
@@ -558,7 +559,8 @@ passes over the training days, mean ± SE and compute; `not run yet` where no se
     code('''for u in ctx.universes:
     s, r = summary[summary["universe"] == u], runs[runs["universe"] == u]
     display(Markdown(f"### {ctx.label(u)}"),
-            plots.budget_curves(r, s, title=f"{ctx.label(u)}: RankIC against training windows seen", order=ctx.models),
+            plots.budget_curves(r, s, title=f"{ctx.label(u)}: RankIC against training windows seen", order=ctx.models)
+            if len(s) else Markdown(f"No budget run has finished on {ctx.label(u)}: not run yet."),
             nb.budget_table(summary, u, ctx.models))'''),
     md("""
 ## Chosen budgets

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from .. import budget as budget_mod
-from .context import Context, as_ints, is_all
+from .context import Context, as_ints, ensure_runs, is_all
 from .paper import model_label
 
 
@@ -22,6 +22,36 @@ def budget_specs(ctx: Context) -> list:
     else:
         seeds = as_ints(seeds)
     return budget_mod.specs(ctx.universes, ctx.models, seeds, profile=ctx.profile, protocol=ctx.protocol)
+
+
+def budget_plan(ctx: Context) -> pd.DataFrame:
+    """:meth:`Context.ensure` of :func:`budget_specs` without the run-by-run listing (80 runs would fill
+    the page); :func:`budget_missing_text` says what is missing, compactly."""
+    plan = ensure_runs(budget_specs(ctx), ctx.run_missing, ctx.results_dir, ctx.data_dir, ctx.cache,
+                       echo=lambda *a, **k: None, executor=ctx.params.get("executor", "local"),
+                       no_data=tuple(ctx.no_data))
+    ctx.plans.append(plan)
+    return plan
+
+
+def budget_missing_text(plan: pd.DataFrame) -> str:
+    """How many runs of the grid are finished, the budgets not finished per universe and model, and the
+    command that runs them (the resumable grid, smallest budget first)."""
+    done = int(plan["finished"].sum())
+    head = f"{done} of {len(plan)} runs of the grid are finished."
+    todo = plan[~plan["finished"]]
+    if todo.empty:
+        return head
+    lines = [head, "", "Not run yet (budget in windows: seeds):", ""]
+    for (u, m), g in todo.groupby(["universe", "model"], sort=False):
+        g = g.assign(budget=[s.options_dict.get(budget_mod.OPTION) for s in g["spec"]])
+        parts = [f"{int(b):,}: {', '.join(str(x) for x in sorted(gb['seed']))}" for b, gb in g.groupby("budget")]
+        lines.append(f"- {u.upper()} {model_label(m)}: " + "; ".join(parts))
+    models = " ".join(dict.fromkeys(todo["model"]))
+    unis = " ".join(dict.fromkeys(todo["universe"]))
+    lines += ["", f"To run them: `python -m storm_lib.budget run --universe {unis} --model {models}` "
+                  "(finished runs are skipped; `--dry-run` prints one `storm_lib.run` command per run)."]
+    return "\n".join(lines)
 
 
 def budget_frame(plan: pd.DataFrame, ctx: Context) -> pd.DataFrame:
