@@ -203,3 +203,25 @@ def test_a_budget_leaves_identities_of_runs_without_it_unchanged():
     assert profile_identity(with_budget)["train"]["budget_windows"] == 4000
     plain = model().fit(planted_panel(), PROTO).history_
     assert "windows" not in plain and len(plain) <= CFG["max_epochs"]
+
+
+def test_an_interrupted_budget_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    panel = planted_panel()
+    kw = dict(budget_windows=8 * 10 * 3 + 4, patience=0)
+    full = model(run_dir=tmp_path / "full", **kw).fit(panel, PROTO)
+    real_save = train._save
+
+    def crash_after_epoch_2(run_dir, *args):
+        real_save(run_dir, *args)
+        if args[4] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save", crash_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        model(run_dir=tmp_path / "cut", **kw).fit(panel, PROTO)
+    monkeypatch.setattr(train, "_save", real_save)
+    resumed = model(run_dir=tmp_path / "cut", **kw).fit(panel, PROTO, resume=True)
+    cols = [c for c in full.history_.columns if c != "seconds"]
+    assert list(full.history_["windows"]) == [80, 160, 240, 244]
+    pd.testing.assert_frame_equal(full.history_[cols], resumed.history_[cols])
+    pd.testing.assert_frame_equal(full.predict(panel, split="test"), resumed.predict(panel, split="test"))
