@@ -517,8 +517,8 @@ RankIC. Test RankIC is read at that same epoch and is shown separately: it never
 
 The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 windows (64x); SP500 600 /
 2,800 / 5,600 / 16,800 windows, about 0.2 / 1 / 2 / 6 passes over its training days; two seeds per point.
-For comparison, the `cpu` profile's plain runs saw 3,000 to 8,000 windows on DJ30 (early stopping) and
-1,000 to 4,500 on SP500.
+For comparison, the `cpu` profile's plain runs (early stopping) saw 3,200 to 11,500 windows on DJ30 and
+1,000 to 5,300 on SP500 (epochs run x steps per epoch x batch size, from their `history.csv`).
 
 **The profile rule** (`storm_lib.budget.choose`): per model and universe, the smallest budget whose mean
 validation RankIC is within one standard error (over seeds) of the best budget's. When that is the largest
