@@ -3,7 +3,8 @@
 The network contract: ``net(x, mask, y=None, sample=False)`` returns an object with ``pred`` (B, N),
 ``losses`` (dict of raw scalar terms) and ``loss`` (the weighted total), where ``x`` is the window
 tensor (B, W, N, F) from :meth:`Panel.windows`, ``mask`` (B, N) the valid stocks and ``y`` (B, N) the
-training target (NaN where unknown).
+training target (NaN where unknown). A network with ``takes_days = True`` is also given ``days`` (B,),
+the batch's window end-day indices, in training.
 
 :func:`fit` trains on the protocol's train split, evaluates the validation split after every epoch
 (RankIC by default), keeps the best weights, stops early (not under a training budget,
@@ -275,6 +276,7 @@ def fit(
                             betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.warmup_frac * total))))
     rng = np.random.default_rng(seed)
+    takes_days = getattr(net, "takes_days", False)  # e.g. STORM: the window end days, for its alignment
 
     run_dir = Path(run_dir) if run_dir is not None else None
     history: list[dict] = []
@@ -307,7 +309,7 @@ def fit(
             tb = np.sort(train_t[order[s * cfg.batch_size:s * cfg.batch_size + sizes[s]]])
             x, mask, y = batch(panel, tb, device, cfg)
             with autocast(device, cfg.autocast):
-                out = net(x, mask, y)
+                out = net(x, mask, y, days=torch.as_tensor(tb)) if takes_days else net(x, mask, y)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.grad_clip:

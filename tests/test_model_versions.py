@@ -24,9 +24,9 @@ def test_version_enters_identity_only_above_one(monkeypatch):
     ident = runner.identity(spec, FakeCtx())
     assert "model_version" not in ident and MODEL_VERSIONS["lstm"] == 1  # version-1 hashes unchanged
     storm = runner.RunSpec("portfolio", "dj30", "storm", "clean", "cpu", 0)
-    assert runner.identity(storm, FakeCtx())["model_version"] == model_version("storm") == 2
+    assert runner.identity(storm, FakeCtx())["model_version"] == model_version("storm") == 3
     h2 = runner.run_hash(storm, FakeCtx())
-    monkeypatch.setitem(MODEL_VERSIONS, "storm", 3)
+    monkeypatch.setitem(MODEL_VERSIONS, "storm", 4)
     assert runner.run_hash(storm, FakeCtx()) != h2  # a new version is a new run directory
 
 
@@ -48,14 +48,15 @@ def _fake_run(root, model, seed, version, value, options=None):
 def test_load_results_keeps_only_the_current_version(tmp_path):
     _fake_run(tmp_path, "storm", 0, None, 0.01)      # written before versions were recorded: version 1
     _fake_run(tmp_path, "storm", 1, 1, 0.02)
-    _fake_run(tmp_path, "storm", 0, 2, 0.03)
+    cur = model_version("storm")
+    _fake_run(tmp_path, "storm", 0, cur, 0.03)
     _fake_run(tmp_path, "lstm", 0, None, 0.04)        # another group: untouched
     # other options: its own group, but only version-1 runs of a model now at version 2: superseded too
     _fake_run(tmp_path, "storm", 0, None, 0.05, {"codebook_size": 128})
     res = runner.load_results(tmp_path)
     assert sorted(res["value"]) == [0.03, 0.04]
     assert not res["superseded"].any()
-    assert set(res.loc[res["model"] == "storm", "model_version"]) == {2}
+    assert set(res.loc[res["model"] == "storm", "model_version"]) == {cur}
     full = runner.load_results(tmp_path, include_superseded=True)
     assert len(full) == 5 and sorted(full.loc[full["superseded"], "value"]) == [0.01, 0.02, 0.05]
     runs = runner.list_runs(tmp_path)

@@ -440,3 +440,24 @@ def test_compute_record_sums_wall_time_per_book_part():
     md = C.compute_markdown(runs)
     assert "| **total** |  | 6 |  | 2.1 h |  |" in md and "STORM 6.7 min" in md
     assert C.compute_markdown(pd.DataFrame()).startswith("No finished runs")
+
+
+def test_trading_activity_counts_trades_and_holders(monkeypatch):
+    """Table 3's activity table: trades are position changes (first buy included); a run long every day
+    after one trade 'only holds'; other splits are ignored."""
+    import storm_lib.presentation.tables as tables
+    from storm_lib.presentation import trading_activity
+
+    dates = pd.bdate_range("2022-01-03", periods=6)
+
+    def eq(stock, pos, split="test"):
+        return pd.DataFrame({"stock": stock, "split": split, "date": dates, "equity": 1.0, "position": pos})
+
+    holder = pd.concat([eq("AAPL", [1, 1, 1, 1, 1, 1]), eq("AAPL", [0, 1, 0, 1, 0, 1], "valid")])
+    trader = eq("AAPL", [0, 1, 1, 0, 1, 0])
+    runs = [(pd.Series({"model": "ppo", "seed": 0}), holder), (pd.Series({"model": "storm", "seed": 0}), trader)]
+    monkeypatch.setattr(tables, "_tables", lambda plan, name, **w: runs)
+    per_run, per_method = trading_activity(None, "test")
+    assert per_run["trades"].tolist() == [1, 4] and per_run["holds"].tolist() == [True, False]
+    assert per_run["long share"].tolist() == [1.0, 0.5]
+    assert per_method["runs that only hold"].tolist() == [1, 0]

@@ -113,3 +113,61 @@ def test_alignment_retrieves_the_window_on_held_out_data():
     acc = float(np.mean(top1))
     print(f"held-out top-1 retrieval {acc:.3f} (chance {1 / B:.3f})")
     assert acc > 3 / B, acc
+
+
+def test_windows_that_share_a_day_are_not_negatives():
+    """align_negatives="disjoint": a window sharing a day with the anchor leaves its row/column of the
+    InfoNCE; the loss equals the loss over the remaining candidates; "all" (version 2) keeps them."""
+    from storm_lib.models.storm import overlapping
+
+    days = torch.tensor([100, 110, 200, 400])               # W = 16: 100 and 110 share 6 days
+    ov = overlapping(days, W)
+    assert ov.tolist() == [[False, True, False, False], [True, False, False, False],
+                           [False, False, False, False], [False, False, False, False]]
+    torch.manual_seed(0)
+    cfg = StormConfig(n_stocks=N, n_features=F, window=W, d_model=32, n_heads=2, codebook_size=32)
+    align = STORM(cfg).align
+    ts, cs, mask = torch.randn(4, N, 32), torch.randn(4, 32), torch.ones(4, N, dtype=torch.bool)
+    logits = align.logits(ts, mask, cs)
+    expect = []
+    for i in range(4):
+        keep = [j for j in range(4) if j == i or not ov[i, j]]
+        row, col = logits[i, keep], logits[keep, i]
+        pos = keep.index(i)
+        expect.append(0.5 * (torch.logsumexp(row, 0) - row[pos] + torch.logsumexp(col, 0) - col[pos]))
+    assert torch.allclose(align(ts, mask, cs, days), torch.stack(expect).mean(), atol=1e-6)
+    align.negatives = "all"
+    assert torch.allclose(align(ts, mask, cs, days), align(ts, mask, cs), atol=0)
+    assert not torch.allclose(align(ts, mask, cs, days), torch.stack(expect).mean(), atol=1e-4)
+
+
+def test_fit_gives_storm_the_window_days(monkeypatch):
+    """train.fit passes each batch's window end days to a net with ``takes_days``; they reach the
+    alignment loss, and they are the days of that batch's windows."""
+    from conftest import planted_panel
+    from storm_lib import train as train_mod
+    from storm_lib.models import storm as storm_mod
+    from storm_lib.panel import Protocol
+    from storm_lib.profiles import TrainConfig
+
+    seen, batches = [], []
+    real_align, real_batch = storm_mod.Alignment.forward, train_mod.batch
+
+    def spy_align(self, ts_cls, mask, cs_cls, days=None):
+        seen.append(None if days is None else days.clone())
+        return real_align(self, ts_cls, mask, cs_cls, days)
+
+    def spy_batch(panel, t, *a, **k):
+        batches.append(np.asarray(t).copy())
+        return real_batch(panel, t, *a, **k)
+
+    monkeypatch.setattr(storm_mod.Alignment, "forward", spy_align)
+    monkeypatch.setattr(train_mod, "batch", spy_batch)
+    panel = planted_panel(T=300, N=N, F=F, window=W)
+    proto = Protocol("tiny", ("2015-02-02", "2015-08-31"), ("2015-09-01", "2015-12-31"), ("2016-01-01", "2016-02-29"))
+    model = STORM(StormConfig(n_stocks=N, n_features=F, window=W, d_model=16, n_heads=2, codebook_size=16))
+    cfg = TrainConfig(batch_size=4, max_epochs=1, steps_per_epoch=2, eval_batch_size=64)
+    train_mod.fit(model, panel, proto, cfg, progress=False)
+    train_days = [d for d in seen if d is not None]
+    assert len(train_days) == 2 and np.array_equal(train_days[0].numpy(), batches[0])
+    assert storm_mod.STORM.takes_days

@@ -239,6 +239,16 @@ Value of the trading account of each method over the test period (start = 1; wit
 mean), one panel per stock; Buy&Hold dashed black."""),
     code('''plots.equity_curves(nb.equity(plan, "test"), ctx.stocks, title="Trading equity, test period")'''),
     md("""
+## Does each method trade?
+
+An RL agent or a signal policy that holds the stock all the time is Buy&Hold under another name. From
+each run's test-period positions: the share of days long, the number of trades (position changes, the
+first buy included) and the runs (stock × seed) that only hold: long every day after at most one trade."""),
+    code('''activity, activity_summary = nb.trading_activity(plan, "test")
+display(activity_summary.style.format({"long share": "{:.2f}", "trades (mean)": "{:.1f}", "trades (median)": "{:.0f}"}))
+display(activity.pivot_table(index=["method", "stock"], columns="seed", values="trades", aggfunc="first")
+        .rename_axis(columns="trades per seed"))'''),
+    md("""
 ## Training time
 
 Seconds per method (mean over seeds): `fit` is the return model fitted once on the universe (signal

@@ -28,7 +28,9 @@ MODEL_NAMES = tuple(_REGISTRY)
 #: identity (storm_lib.run.identity, only when > 1, so version-1 run directories keep their hashes) and
 #: run.json; load_results keeps only the newest version's runs. STORM 2: cosine codebooks with the
 #: MAGVIT-v2 entropy penalty, DeepSets alignment at weight 0.1, identity-query w/o-TS (issue 16).
-MODEL_VERSIONS = {name: 1 for name in _REGISTRY} | {"storm": 2, "storm_wo_ts": 2, "storm_wo_cs": 2}
+#: STORM 3: the alignment's negatives are only windows that share no day with the anchor (the ablations
+#: have no alignment, so they stay at 2).
+MODEL_VERSIONS = {name: 1 for name in _REGISTRY} | {"storm": 3, "storm_wo_ts": 2, "storm_wo_cs": 2}
 
 
 def model_version(name: str) -> int:

@@ -74,7 +74,10 @@ class StormConfig:
     contrastive_temperature: float = 0.1  # InfoNCE temperature (fixed; CLIP learns it from 0.07)
     learn_temperature: bool = False  # version 1: True. Learned, it grew until the validation InfoNCE
                                      # rose while retrieval improved (overconfident on new windows)
-    align_pool: str = "mlp"          # TS summary: "mlp" = mean_i MLP(cls_i) (DeepSets); "mean": version 1
+    align_pool: str = "mlp"          # TS summary: "mlp" = mean_i MLP(cls_i) (DeepSets); "mlp_id" = mean_i
+                                     # MLP(cls_i + s_i), s_i a learned stock embedding; "mean": version 1
+    align_negatives: str = "disjoint"  # InfoNCE negatives: "disjoint" = only windows that share no day with
+                                       # the anchor (false-negative cancellation); "all": version 2
     wo_ts_query: str = "identity"    # w/o-TS stock query: "identity" (learned per-stock vector, no
                                      # per-stock input) or "last_day" (version 1: Linear(x_i on the last day))
     kl_reduction: str = "sum"        # over valid factors: "sum" (FactorVAE, official), "mean", or
@@ -107,7 +110,8 @@ class StormConfig:
         if self.kl_reduction not in ("mean", "sum", "stock"):
             raise ValueError("kl_reduction must be 'mean', 'sum' or 'stock'")
         for name, value, known in (("codebook_metric", self.codebook_metric, ("cosine", "euclid")),
-                                   ("align_pool", self.align_pool, ("mlp", "mean")),
+                                   ("align_pool", self.align_pool, ("mlp", "mlp_id", "mean")),
+                                   ("align_negatives", self.align_negatives, ("disjoint", "all")),
                                    ("wo_ts_query", self.wo_ts_query, ("identity", "last_day"))):
             if value not in known:
                 raise ValueError(f"{name} must be one of {known}, got {value!r}")
@@ -387,6 +391,13 @@ class Fusion(nn.Module):
         return x.view(b, n, n_p, d)
 
 
+def overlapping(days, window: int):
+    """(B, B) bool: windows i ≠ j of ``window`` days ending at ``days`` share at least one day."""
+    days = torch.as_tensor(days)
+    gap = (days[:, None] - days[None, :]).abs()
+    return (gap < window) & ~torch.eye(len(days), dtype=torch.bool, device=days.device)
+
+
 class Alignment(nn.Module):
     """Semantic alignment: symmetric InfoNCE (CLIP; Radford et al. 2021, Fig. 3) between the TS
     summary of a sample and the CS [cls] of the same sample; the other samples of the batch are the
@@ -403,7 +414,9 @@ class Alignment(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.pool = cfg.align_pool
-        self.phi_ts = MLP(d, 2 * d, d) if self.pool == "mlp" else None
+        self.negatives, self.window = cfg.align_negatives, cfg.window
+        self.phi_ts = MLP(d, 2 * d, d) if self.pool in ("mlp", "mlp_id") else None
+        self.stock_id = nn.Parameter(0.02 * torch.randn(cfg.n_stocks, d)) if self.pool == "mlp_id" else None
         self.proj_ts, self.proj_cs = nn.Linear(d, d), nn.Linear(d, d)
         scale = torch.tensor(math.log(1.0 / cfg.contrastive_temperature))
         if cfg.learn_temperature:
@@ -414,15 +427,21 @@ class Alignment(nn.Module):
     def logits(self, ts_cls, mask, cs_cls):
         """ts_cls (B, N, d), mask (B, N), cs_cls (B, d) → similarity logits (B, B), rows = TS."""
         m = mask[..., None].to(ts_cls.dtype)
-        h = self.phi_ts(ts_cls) if self.phi_ts is not None else ts_cls
+        h = ts_cls if self.stock_id is None else ts_cls + self.stock_id
+        h = self.phi_ts(h) if self.phi_ts is not None else h
         ts = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
         a = F.normalize(self.proj_ts(ts), dim=-1)
         c = F.normalize(self.proj_cs(cs_cls), dim=-1)
         return self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
 
-    def forward(self, ts_cls, mask, cs_cls):
-        """→ scalar loss (0 for B = 1)."""
+    def forward(self, ts_cls, mask, cs_cls, days=None):
+        """→ scalar loss (0 for B = 1). ``days`` (B,): the windows' end-day indices; with
+        ``align_negatives="disjoint"``, a window that shares a day with the anchor (|Δt| < W) is not
+        used as its negative (false-negative cancellation, Huynh et al. 2022): adjacent windows share up
+        to W − 1 of W days, and pushing them apart rewards fingerprints of single days."""
         logits = self.logits(ts_cls, mask, cs_cls)
+        if days is not None and self.negatives == "disjoint":
+            logits = logits.masked_fill(overlapping(days, self.window), float("-inf"))
         target = torch.arange(logits.shape[0], device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
@@ -667,7 +686,9 @@ class STORM(nn.Module):
         the origin, where a Euclidean codebook collapses; VQGAN-style training excludes them)."""
         return {n for n, _ in self.named_parameters() if n.endswith("vq.codebook")}
 
-    def _represent(self, x, mask, decode: bool = True) -> Representation:
+    takes_days = True  # train.fit passes the window end days (the alignment's negatives need them)
+
+    def _represent(self, x, mask, decode: bool = True, days=None) -> Representation:
         cfg = self.cfg
         b, w, n, f = x.shape
         if (w, n, f) != (cfg.window, cfg.n_stocks, cfg.n_features):
@@ -704,12 +725,13 @@ class STORM(nn.Module):
                  else self.stock_query(x[:, -1]))
             e = self.ln_e(self.stock_attn(q, c))
         if self.align is not None:
-            losses["contrastive"] = self.align(ts.cls, mask, cs.cls)
+            losses["contrastive"] = self.align(ts.cls, mask, cs.cls, days)
         return Representation(e, self.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, losses)
 
-    def forward(self, x, mask, y=None, sample: bool = False) -> StormOutput:
-        """x (B, W, N, F), mask (B, N) bool, y (B, N) z-scored next-day returns (NaN = unknown)."""
-        r = self._represent(x, mask)
+    def forward(self, x, mask, y=None, sample: bool = False, days=None) -> StormOutput:
+        """x (B, W, N, F), mask (B, N) bool, y (B, N) z-scored next-day returns (NaN = unknown),
+        days (B,) the windows' end-day indices (only the alignment's negatives use them)."""
+        r = self._represent(x, mask, days=days)
         mask = mask.bool()
         pred, pred_std, factor_losses = self.factor(r.e, r.f, mask, r.f_valid, y, sample)
         losses = {**r.losses, **factor_losses}

@@ -32,8 +32,8 @@ from .fmt import TABLE_CSS, markdown_table
 from .context import FLOOR_MODELS, REPO_ROOT, shown_path
 from .footer import footer, footer_info, rerun_command
 from .paper import model_label
-from .tables import (comparison, daily, equity, improvement_table, profile_table, summary_table, trading_config,
-                     training_time)
+from .tables import (comparison, daily, equity, improvement_table, profile_table, summary_table, trading_activity,
+                     trading_config, training_time)
 from .uncertainty import (CI_METRICS, COSTS_BPS, NOT_BASELINES, best_baseline, ci_frame, ci_table, cost_curves,
                           paired_tests, paired_text, uncertainty)
 

@@ -207,3 +207,32 @@ def equity(plan: pd.DataFrame, split: str = "test", **where) -> pd.DataFrame:
         return pd.DataFrame(columns=["method", "seed", "stock", "date", "equity"])
     return pd.concat(frames, ignore_index=True)[["method", "seed", "stock", "date", "equity"]]
 
+
+
+def trading_activity(plan: pd.DataFrame, split: str = "test", **where) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Does each trading run trade? From the runs' equity tables (``position`` 1 = long, 0 = flat):
+
+    * per run and stock: days, share of days long, trades (position changes, the first buy included)
+      and ``holds`` (long on every day after at most one trade: the same book as Buy&Hold);
+    * per method: runs (stock × seed), mean long share, mean and median trades per run, and how many
+      runs only hold.
+
+    Returns ``(per_run, per_method)``."""
+    rows = []
+    for r, e in _tables(plan, "equity", **where):
+        e = e[e["split"] == split]
+        for stock, g in e.groupby("stock", sort=False):
+            pos = g.sort_values("date")["position"].to_numpy()
+            trades = int(np.count_nonzero(np.diff(np.concatenate([[0.0], pos]))))
+            rows.append({"method": report.model_label(r["model"]), "seed": int(r["seed"]), "stock": stock,
+                         "days": len(pos), "long share": float(np.mean(pos > 0)) if len(pos) else np.nan,
+                         "trades": trades, "holds": bool(trades <= 1 and len(pos) and pos[-1] > 0)})
+    per_run = pd.DataFrame(rows, columns=["method", "seed", "stock", "days", "long share", "trades", "holds"])
+    if per_run.empty:
+        return per_run, pd.DataFrame(columns=["runs", "long share", "trades (mean)", "trades (median)",
+                                              "runs that only hold"])
+    g = per_run.groupby("method", sort=False)
+    per_method = pd.DataFrame({"runs": g.size(), "long share": g["long share"].mean(),
+                               "trades (mean)": g["trades"].mean(), "trades (median)": g["trades"].median(),
+                               "runs that only hold": g["holds"].sum().astype(int)})
+    return per_run, per_method
