@@ -179,3 +179,17 @@ def test_missing_text_lists_budgets_and_seeds_per_model():
     assert "- DJ30 Transformer: 4,000: 0, 1; 16,000: 0, 1; 64,000: 0, 1" in text
     assert "- DJ30 STORM: 1,000: 0, 1;" in text and "--model storm transformer`" in text
     assert nb.budget_missing_text(plan.assign(finished=True)) == "16 of 16 runs of the grid are finished."
+
+
+def test_cli_dry_run_prints_the_runner_commands_and_table_reads_runs(tmp_path, capsys):
+    assert budget.main(["run", "--universe", "dj30", "--model", "factorvae", "--seed", "0", "--budget", "4000",
+                        "1000", "--dry-run", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2 run(s), smallest budget first")
+    assert out[1].strip().endswith("--seed 0 --option budget_windows=1000") and "budget_windows=4000" in out[2]
+    assert not (tmp_path / "portfolio").exists()
+    _fake_run(tmp_path, model="factorvae", seed=0)
+    _fake_run(tmp_path, model="factorvae", seed=1, val=0.04)
+    assert budget.main(["table", "--results-dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "factorvae" in text and "0.03" in text and "not run yet" in text
