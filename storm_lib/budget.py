@@ -122,7 +122,8 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
     and the chosen one, the smallest budget whose mean is within one standard error (of the best
     budget's mean) of the best. When the chosen budget is the largest one run, every smaller budget is
     more than one SE below it: the curve is still rising and the status is ``inconclusive: needs >= X
-    windows``, X the grid's next step (the largest budget times the last step ratio). Budgets of the
+    windows``, X the grid's next step (the largest budget times the last step ratio), or ``still rising
+    at N windows; larger budgets not run yet`` while larger budgets of the grid are missing. Budgets of the
     grid (``grid``, default :data:`BUDGETS`) without enough seeds are listed in ``missing``; with fewer
     than two usable budgets the status is ``not run yet``.
     Columns: universe, model, chosen_budget, best_budget, best_val_mean, best_val_se, largest_budget,
@@ -142,7 +143,9 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
             chosen, largest = int(within["budget"].min()), int(ok["budget"].max())
             row.update(chosen_budget=chosen, best_budget=int(best["budget"]), best_val_mean=best["val_mean"],
                        best_val_se=best["val_se"], largest_budget=largest)
-            if chosen == largest:
+            if chosen == largest and any(b > largest for b in missing):
+                row["status"] = f"still rising at {largest:,} windows; larger budgets not run yet"
+            elif chosen == largest:
                 prev = int(ok["budget"].iloc[-2])
                 row["status"] = f"inconclusive: needs >= {int(round(largest * largest / prev)):,} windows"
             else:

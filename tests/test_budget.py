@@ -66,7 +66,8 @@ def test_points_with_one_seed_do_not_count_and_missing_budgets_are_listed():
     assert c["status"] == "not run yet" and c["missing"] == [4000, 16000, 64000]
     s = budget.summarise(_runs({1000: [0.01, 0.02], 4000: [0.03, 0.031]}))
     c = budget.choose(s).iloc[0]
-    assert c["status"].startswith("inconclusive") and c["missing"] == [16000, 64000]
+    assert c["status"] == "still rising at 4,000 windows; larger budgets not run yet"
+    assert c["missing"] == [16000, 64000] and c["chosen_budget"] == 4000
     s = budget.summarise(_runs({1000: [0.03, 0.031], 4000: [0.01, 0.02]}))
     assert budget.choose(s).iloc[0]["status"] == "plateau (some budgets still running)"
 

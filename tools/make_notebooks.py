@@ -533,7 +533,9 @@ For comparison, the `cpu` profile's plain runs (early stopping) saw 3,200 to 11,
 **The profile rule** (`storm_lib.budget.choose`): per model and universe, the smallest budget whose mean
 validation RankIC is within one standard error (over seeds) of the best budget's. When that is the largest
 budget run, every smaller budget is more than one SE below it: the curve is still rising and the verdict
-for that model is **inconclusive: needs >= X windows** (X the grid's next step).
+for that model is **inconclusive: needs >= X windows** (X the grid's next step); while larger budgets of
+the grid have not finished, it reads "still rising ..., larger budgets not run yet" and nothing is chosen.
+A point counts once two seeds have finished.
 
 Parameters: `universes`, `models`, `seeds`, `protocol`, `profile`, `data_dir`, `results_dir`,
 `run_missing`, `executor`. Runs are long (hours): launch the grid with

@@ -133,7 +133,10 @@ def budget_text(choice: pd.DataFrame, universe: str, label: str, models=None) ->
         r = c.loc[model]
         where = (f"the best mean validation RankIC is at {int(r['best_budget']):,} windows "
                  f"({_pm(r['best_val_mean'], r['best_val_se'])}, mean ± SE over seeds)")
-        if str(r["status"]).startswith("inconclusive"):
+        if str(r["status"]).startswith("still rising"):
+            lines.append(f"- **{name}**: {where}, and every smaller budget is more than one SE below it; "
+                         f"larger budgets are not run yet, so no budget is chosen.")
+        elif str(r["status"]).startswith("inconclusive"):
             lines.append(f"- **{name}**: {where}, and every smaller budget is more than one SE below it: the "
                          f"curve is still rising at the largest budget run. **{r['status']}**.")
         else:
