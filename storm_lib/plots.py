@@ -10,6 +10,7 @@ once (IPython's inline formatter). Inputs are the frames of :mod:`storm_lib.pres
 * :func:`codebook_curve`: :func:`storm_lib.presentation.codebook_sweep` against the codebook size, the paper's
   Figure 3b beside it.
 * :func:`equity_curves`: trading equity (method, seed, stock, date, equity), one panel per stock.
+* :func:`budget_curves`: the training-budget study (:mod:`storm_lib.budget`) against windows seen.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import io
 import math
 
 import matplotlib.dates as mdates
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -310,6 +312,57 @@ def cost_curves(curves: pd.DataFrame, metrics=("APY", "ASR"), title: str = "", o
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     _legend(fig, axes[0])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, title: str = "", order=None) -> Figure:
+    """The training-budget study of one universe (:mod:`storm_lib.budget`): validation RankIC, test RankIC
+    and compute per run against the training windows seen (log axis). Lines: the mean over seeds per model
+    with ± one standard error; dots: the seeds."""
+    from .presentation.paper import model_label
+
+    fig, axes = _figure(3, height=3.8, width=13)
+    panels = (("val_RankIC", "val_mean", "val_se", "validation RankIC (selects)"),
+              ("test_RankIC", "test_mean", "test_se", "test RankIC (never selects)"),
+              ("compute_seconds", "compute_mean_s", None, "compute per run (s)"))
+    models = [m for m in (order or []) if m in set(summary["model"])]
+    models += [m for m in dict.fromkeys(summary["model"]) if m not in models]
+    for ax, (col, mean, se, label) in zip(axes, panels):
+        if summary.empty:
+            _empty(ax, "not run yet")
+        others = 0
+        for m in models:
+            name = model_label(m)
+            st = _style(name, others)
+            if name not in STORM_STYLE:
+                others += 1
+            s = summary[summary["model"] == m].sort_values("budget")
+            x = s["windows_seen"].fillna(s["budget"]).to_numpy(dtype=float)
+            err = s[se].fillna(0.0).to_numpy() if se else None
+            ax.errorbar(x, s[mean], yerr=err, marker="o", ms=4, capsize=3, label=name,
+                        **{k: v for k, v in st.items() if k in ("color", "ls", "lw")})
+            r = runs[runs["model"] == m]
+            ax.scatter(r["windows_seen"].fillna(r["budget"]), r[col], s=10, alpha=0.5, color=st.get("color"))
+        ax.set_xscale("log")
+        ticks = sorted(set(summary["budget"].astype(int)))
+        if ticks:  # the grid's budgets as plain labels (1k, 4k, ...), not powers of ten
+            ax.set_xticks(ticks, [f"{t / 1000:g}k" if t >= 1000 else str(t) for t in ticks])
+            ax.xaxis.set_minor_locator(mticker.NullLocator())
+        ax.set_xlabel("training windows seen")
+        ax.set_ylabel(label)
+        if col == "compute_seconds":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(mticker.FuncFormatter(
+                lambda v, _: f"{v:.0f} s" if v < 120 else f"{v / 60:.0f} min" if v < 7200 else f"{v / 3600:.1f} h"))
+            ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+        else:
+            ax.axhline(0.0, color="#999999", lw=0.8)
+        ax.grid(alpha=0.3)
+    if models:
+        _legend(fig, axes[0])
     if title:
         fig.suptitle(title)
     return fig

@@ -36,6 +36,9 @@ class TrainConfig:
     autocast: str | None = None       # None (fp32) or "bf16": torch.autocast(device, torch.bfloat16)
     compile: bool = False             # torch.compile the training forward (inductor); not exact: fused
                                       # kernels round differently and dropout draws other masks
+    # -- training budget (storm_lib.train.budget_plan; the study of storm_lib.budget) -------------------
+    budget_windows: int | None = None  # training sees exactly this many windows: epochs of steps_per_epoch x
+                                       # batch_size (the last one partial), LR schedule sized to it, no early stop
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ PROFILES: dict[str, Profile] = {
 
 #: TrainConfig fields added after results were committed, with the default that leaves them out of run
 #: and fit identities (so existing run directories keep their hash); any other value is hashed
-IDENTITY_NEUTRAL = {"autocast": None, "keep_freed_memory": True, "compile": False}  # keep_freed_memory never changes numbers
+IDENTITY_NEUTRAL = {"autocast": None, "keep_freed_memory": True,  # keep_freed_memory never changes numbers
+                    "compile": False, "budget_windows": None}
 
 
 def profile_identity(profile: str | Profile) -> dict:

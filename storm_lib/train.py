@@ -7,8 +7,9 @@ training target (NaN where unknown). A network with ``takes_days = True`` is als
 the batch's window end-day indices, in training.
 
 :func:`fit` trains on the protocol's train split, evaluates the validation split after every epoch
-(RankIC by default), keeps the best weights, stops early, writes ``history.csv`` and checkpoints
-(``last.pt`` to resume, ``best.pt``) when given a run directory. Model selection never looks at the
+(RankIC by default), keeps the best weights, stops early (not under a training budget,
+:attr:`TrainConfig.budget_windows`: then exactly that many windows, :func:`budget_plan`), writes
+``history.csv`` and checkpoints (``last.pt`` to resume, ``best.pt``) when given a run directory. Model selection never looks at the
 test split unless the protocol itself says validation = test (``paper``, the official code's choice).
 """
 
@@ -213,6 +214,27 @@ def compiled(net: torch.nn.Module):
     return torch.compile(net, dynamic=False)
 
 
+def budget_plan(cfg: TrainConfig, n_train: int) -> list[int]:
+    """The batch sizes of every training step, one list per epoch.
+
+    Without ``cfg.budget_windows``: ``max_epochs`` epochs of ``steps_per_epoch`` (None: one pass over the
+    ``n_train`` training windows) full batches. With it, training sees exactly ``budget_windows``
+    windows: full epochs of ``steps_per_epoch x batch_size`` windows, the last epoch cut short and its
+    last batch partial where the budget does not divide (issue 18: curves against windows seen)."""
+    steps = cfg.steps_per_epoch or math.ceil(n_train / cfg.batch_size)
+    if cfg.budget_windows is None:
+        return [[cfg.batch_size] * steps for _ in range(cfg.max_epochs)]
+    budget = int(cfg.budget_windows)
+    if budget < 1 or budget != cfg.budget_windows:
+        raise ValueError(f"budget_windows must be a positive integer, got {cfg.budget_windows!r}")
+    per_epoch = steps * cfg.batch_size
+    plan = []
+    for start in range(0, budget, per_epoch):
+        left = min(per_epoch, budget - start)
+        plan.append([cfg.batch_size] * (left // cfg.batch_size) + ([left % cfg.batch_size] if left % cfg.batch_size else []))
+    return plan
+
+
 def param_groups(net: torch.nn.Module, weight_decay: float):
     """AdamW parameter groups: the names in ``net.no_weight_decay()`` (if defined, e.g. STORM's
     codebooks) get no weight decay; everything else ``weight_decay``. One group when nothing is exempt."""
@@ -252,8 +274,11 @@ def fit(
     valid_t = trainable_days(panel, panel.split(proto, "valid"), cfg.min_valid_stocks)
     if len(train_t) == 0 or len(valid_t) == 0:
         raise ValueError(f"protocol {proto.name!r}: empty train or validation split on this panel")
-    steps = cfg.steps_per_epoch or math.ceil(len(train_t) / cfg.batch_size)
-    total = steps * cfg.max_epochs
+    plan = budget_plan(cfg, len(train_t))
+    max_epochs = len(plan)
+    # a budget run shows the whole curve: no early stopping (selection stays on the validation score)
+    patience = max_epochs if cfg.budget_windows is not None else cfg.patience
+    total = sum(len(p) for p in plan)  # the LR schedule (warm-up + cosine) spans every step of the plan
     opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, max(1, int(cfg.warmup_frac * total))))
@@ -275,19 +300,21 @@ def fit(
         best_state = ck["best_state"]
         start_epoch = ck["epoch"] + 1
 
-    for epoch in range(start_epoch, cfg.max_epochs):
-        if best_epoch >= 0 and epoch - best_epoch > cfg.patience:
+    for epoch in range(start_epoch, max_epochs):
+        if best_epoch >= 0 and epoch - best_epoch > patience:
             break
         t0 = time.perf_counter()
         net.train()
+        sizes = plan[epoch]
+        steps, n_windows = len(sizes), sum(sizes)
         order = rng.permutation(len(train_t))
-        if steps * cfg.batch_size > len(order):  # steps_per_epoch larger than one pass: reshuffle and extend
-            reps = math.ceil(steps * cfg.batch_size / len(order))
+        if n_windows > len(order):  # an epoch longer than one pass: reshuffle and extend
+            reps = math.ceil(n_windows / len(order))
             order = np.concatenate([order] + [rng.permutation(len(train_t)) for _ in range(reps - 1)])
         sums: dict[str, float] = {}
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.max_epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{max_epochs}", disable=not progress, leave=False)
         for s in bar:
-            tb = np.sort(train_t[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]])
+            tb = np.sort(train_t[order[s * cfg.batch_size:s * cfg.batch_size + sizes[s]]])
             x, mask, y = batch(panel, tb, device, cfg)
             with autocast(device, cfg.autocast):
                 out = forward(x, mask, y, days=torch.as_tensor(tb)) if takes_days else forward(x, mask, y)
@@ -302,6 +329,8 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + v.item()
             bar.set_postfix(loss=f"{sums['loss'] / (s + 1):.4f}")
         row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}}
+        if cfg.budget_windows is not None:  # cumulative training windows seen at the end of this epoch
+            row["windows"] = sum(sum(p) for p in plan[:epoch + 1])
         val = evaluate(net, panel, valid_t, cfg.eval_batch_size, cfg.autocast)
         row.update({"val_RankIC": val["RankIC"], "val_RankICIR": val["RankICIR"],
                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0})

@@ -24,9 +24,12 @@ from storm_lib.models import model_version
 from storm_lib.run import RunSpec
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-EXPECTED = {"table2_portfolio", "table3_trading", "table4_rankic", "ablation", "fig3_codebook", "audit"}
+EXPECTED = {"table2_portfolio", "table3_trading", "table4_rankic", "ablation", "fig3_codebook", "audit", "budget"}
 AUDIT_PARAMS = {"universes": ["dj30"], "models": ["storm", "lightgbm"], "seeds": "all", "profile": "cpu",
                 "data_dir": None, "results_dir": None, "run_missing": True, "executor": "local"}
+BUDGET_PARAMS = {"universes": ["dj30", "sp500"], "models": ["storm", "storm_wo_ts", "storm_wo_cs", "factorvae", "transformer"],
+                 "seeds": "all", "protocol": "clean", "profile": "cpu", "data_dir": None, "results_dir": None,
+                 "run_missing": True, "executor": "local"}
 ALLOWED_IMPORTS = {"storm_lib", "IPython", "numpy", "pandas", "matplotlib", "scipy"} | set(sys.stdlib_module_names)
 COMMON_PARAMS = {"seeds", "protocol", "profile", "convention", "data_dir", "results_dir", "run_missing", "models",
                  "executor"}
@@ -100,6 +103,9 @@ class TestStructure:
         p = _params(_load(path))
         if path.stem == "audit":  # its own parameters: no protocol (it sets them) nor convention (it reads both)
             assert p == AUDIT_PARAMS
+            return
+        if path.stem == "budget":  # no convention (it reads RankIC only)
+            assert p == BUDGET_PARAMS
             return
         assert COMMON_PARAMS <= set(p), f"missing {COMMON_PARAMS - set(p)}"
         assert p["seeds"] == "all" and p["protocol"] == "clean" and p["profile"] == "cpu"

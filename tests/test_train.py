@@ -165,3 +165,63 @@ def test_profile_table_bolds_the_rows_that_differ():
 
     html = nb.profile_table("cpu").to_html()
     assert html.count("font-weight: bold") >= 1 and "official code" in html
+
+
+# --- training budget (TrainConfig.budget_windows, issue 18) ---------------------------------------------
+
+
+def test_budget_plan_sees_exactly_the_budget():
+    cfg = TrainConfig(batch_size=8, steps_per_epoch=10, max_epochs=99, patience=0, budget_windows=100)
+    plan = train.budget_plan(cfg, n_train=500)
+    assert plan == [[8] * 10, [8, 8, 4]] and sum(map(sum, plan)) == 100
+    assert train.budget_plan(cfg.__class__(batch_size=8, steps_per_epoch=10, budget_windows=160), 500) == [[8] * 10] * 2
+    assert train.budget_plan(TrainConfig(batch_size=8, steps_per_epoch=10, max_epochs=3), 500) == [[8] * 10] * 3
+    with pytest.raises(ValueError, match="positive integer"):
+        train.budget_plan(TrainConfig(budget_windows=0), 500)
+
+
+def test_a_budget_fixes_windows_seen_and_the_schedule_and_turns_off_early_stopping(monkeypatch):
+    panel = planted_panel()
+    totals = []
+    real = train._lr_lambda
+    monkeypatch.setattr(train, "_lr_lambda", lambda total, warmup: totals.append(total) or real(total, warmup))
+    # patience 0 and max_epochs 1 would stop a plain run after one epoch; the budget overrides both
+    m = model(max_epochs=1, patience=0, lr=0.5, budget_windows=8 * 10 * 5 + 12).fit(panel, PROTO)
+    h = m.history_
+    assert len(h) == 6 and list(h["windows"]) == [80, 160, 240, 320, 400, 412]
+    assert totals == [52]  # 5 x 10 full steps + one step of 8 + one of 4: the cosine ends with the budget
+    assert h["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-12) and h["lr"].iloc[-2] > 0
+    best = h.loc[h["val_RankIC"].idxmax()]
+    assert bool(best["best"])  # selection stays on the validation score
+
+
+def test_a_budget_leaves_identities_of_runs_without_it_unchanged():
+    from storm_lib.profiles import profile_identity
+
+    assert "budget_windows" not in profile_identity("cpu")["train"]
+    with_budget = get_profile("cpu").with_train(budget_windows=4000)
+    assert profile_identity(with_budget)["train"]["budget_windows"] == 4000
+    plain = model().fit(planted_panel(), PROTO).history_
+    assert "windows" not in plain and len(plain) <= CFG["max_epochs"]
+
+
+def test_an_interrupted_budget_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    panel = planted_panel()
+    kw = dict(budget_windows=8 * 10 * 3 + 4, patience=0)
+    full = model(run_dir=tmp_path / "full", **kw).fit(panel, PROTO)
+    real_save = train._save
+
+    def crash_after_epoch_2(run_dir, *args):
+        real_save(run_dir, *args)
+        if args[4] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save", crash_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        model(run_dir=tmp_path / "cut", **kw).fit(panel, PROTO)
+    monkeypatch.setattr(train, "_save", real_save)
+    resumed = model(run_dir=tmp_path / "cut", **kw).fit(panel, PROTO, resume=True)
+    cols = [c for c in full.history_.columns if c != "seconds"]
+    assert list(full.history_["windows"]) == [80, 160, 240, 244]
+    pd.testing.assert_frame_equal(full.history_[cols], resumed.history_[cols])
+    pd.testing.assert_frame_equal(full.predict(panel, split="test"), resumed.predict(panel, split="test"))

@@ -513,10 +513,86 @@ dashed with its ± range shaded. The text below each chart is generated from the
     code("nb.footer(ctx)", "remove-input"),
 ])
 
+# ---------------------------------------------------------------- training budget (issue 18)
+budget_nb = nb_([
+    md("""
+# Training budget: validation RankIC against training windows seen
+
+Is a model's number a property of the method, or of how long we trained it? Every point of this page is a
+portfolio run with the option `budget_windows=N`: training sees **exactly N windows** (random batches of
+the profile's size, in epochs of the profile's `steps_per_epoch`, the last epoch cut short), the
+learning-rate schedule (linear warm-up, then cosine to zero) spans those N windows, and **early stopping is
+off**, so a curve is never cut short; the reported model is still the epoch with the best **validation**
+RankIC. Test RankIC is read at that same epoch and is shown separately: it never chooses anything.
+
+The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 windows (64x); SP500 600 /
+2,800 / 5,600 / 16,800 windows, about 0.2 / 1 / 2 / 6 passes over its training days; two seeds per point.
+For comparison, the `cpu` profile's plain runs (early stopping) saw 3,200 to 11,500 windows on DJ30 and
+1,000 to 5,300 on SP500 (epochs run x steps per epoch x batch size, from their `history.csv`).
+
+**The profile rule** (`storm_lib.budget.choose`): per model and universe, the smallest budget whose mean
+validation RankIC is within one standard error (over seeds) of the best budget's. When that is the largest
+budget run, every smaller budget is more than one SE below it: the curve is still rising and the verdict
+for that model is **inconclusive: needs >= X windows** (X the grid's next step); while larger budgets of
+the grid have not finished, it reads "still rising ..., larger budgets not run yet" and nothing is chosen.
+A point counts once two seeds have finished.
+
+Parameters: `universes`, `models`, `seeds`, `protocol`, `profile`, `data_dir`, `results_dir`,
+`run_missing`, `executor`. Runs are long (hours): launch the grid with
+`python -m storm_lib.budget run --universe dj30 --model transformer factorvae`, not from this page.
+"""),
+    params('''universes = ["dj30", "sp500"]
+models = ["storm", "storm_wo_ts", "storm_wo_cs", "factorvae", "transformer"]   # the study's model families
+seeds = "all"        # all: seeds 0 and 1 plus any other seed with a finished budget run; or e.g. "0-2"
+protocol = "clean"   # clean (train, valid, test); selection is on the validation split
+profile = "cpu"      # the profile whose sizes are trained at each budget
+data_dir = None      # None: $STORM_DATA_DIR
+results_dir = None   # None: $STORM_RESULTS_DIR, else results/ at the repository root
+run_missing = True   # run missing runs now (hours!); the book builds with False: finished runs only
+executor = "local"   # local (this process) | ray (one Ray task per missing run; cluster: $RAY_ADDRESS)'''),
+    code(SETUP_IMPORTS + '''from storm_lib import budget
+
+ctx = nb.setup("budget", universes=universes, models=models, seeds=seeds, protocol=protocol, profile=profile,
+               data_dir=data_dir, results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
+    md("## Runs\n\nOne run per model, universe, budget and seed, smallest budget first. Runs not finished yet are listed."),
+    code('''plan = nb.budget_plan(ctx)
+display(Markdown(nb.budget_missing_text(plan)))
+runs = nb.budget_frame(plan, ctx)
+summary = budget.summarise(runs)
+choice = budget.choose(summary)'''),
+    md("""
+## Curves
+
+Per universe: validation RankIC (left, the score that selects the epoch and the budget), test RankIC (middle,
+never used to choose) and the compute each run cost (right, seconds of one run on this machine's CPU, from
+its `run.json`, interrupted attempts included), against the training windows each run saw. Lines: mean over
+seeds ± one standard error; dots: single seeds. Below each chart, every point of the grid with its seeds,
+passes over the training days, mean ± SE and compute; `not run yet` where no seed has finished."""),
+    code('''for u in ctx.universes:
+    s, r = summary[summary["universe"] == u], runs[runs["universe"] == u]
+    display(Markdown(f"### {ctx.label(u)}"),
+            plots.budget_curves(r, s, title=f"{ctx.label(u)}: RankIC against training windows seen", order=ctx.models)
+            if len(s) else Markdown(f"No budget run has finished on {ctx.label(u)}: not run yet."),
+            nb.budget_table(summary, u, ctx.models))'''),
+    md("""
+## Chosen budgets
+
+The profile rule applied to the curves above, per universe and model, with a generated reading. A model
+whose curve is still rising at the largest budget run is **inconclusive** at this profile: its verdict
+elsewhere in the book must say so."""),
+    code('''for u in ctx.universes:
+    display(Markdown(f"### {ctx.label(u)}"), nb.budget_choice_table(choice, u, ctx.models),
+            Markdown(nb.budget_text(choice, u, ctx.label(u), ctx.models)))'''),
+    *profile_cells(False),
+    md(FOOTER_MD),
+    code("nb.footer(ctx)", "remove-input"),
+])
+
 out = ROOT / "notebooks"
 out.mkdir(exist_ok=True)
 for name, book in [("table2_portfolio", table2), ("table3_trading", table3), ("table4_rankic", table4),
-                   ("ablation", ablation), ("fig3_codebook", fig3), ("audit", audit_nb)]:
+                   ("ablation", ablation), ("fig3_codebook", fig3), ("audit", audit_nb),
+                   ("budget", budget_nb)]:
     for i, cell in enumerate(book.cells):   # stable cell ids: regenerating gives the same files
         cell.id = f"{name.replace('_', '-')}-{i:02d}"
     nbformat.validate(book)

@@ -12,14 +12,16 @@ Every notebook reads::
 Modules (one concern each): :mod:`.context` parameters, data requirements and runs; :mod:`.paper` the
 paper's numbers, comparison cells and Improvement(%); :mod:`.tables` notebook tables; :mod:`.verdict`
 the claim-by-claim verdict; :mod:`.uncertainty` intervals and paired tests; :mod:`.codebook` Figure 3;
-:mod:`.ablation`; :mod:`.audit` the protocol audit; :mod:`.footer` provenance; :mod:`.compute` the
-compute record; :mod:`.fmt` number formatting. ``python -m storm_lib.report`` writes the book's includes.
+:mod:`.ablation`; :mod:`.budget` the training-budget study; :mod:`.audit` the protocol audit; :mod:`.footer`
+provenance; :mod:`.compute` the compute record; :mod:`.fmt` number formatting. ``python -m storm_lib.report`` writes the book's includes.
 """
 
 from .ablation import WO_TS_VARIANTS, ablation_frame, ablation_table, ablation_text, wo_ts_variants
 from .audit import (AUDIT_METRICS, WATERFALL_METRICS, audit_frame, audit_means, audit_paper_lines, audit_specs,
                     audit_steps, audit_styled, audit_summary, audit_text, audit_waterfall, missing_text, paper_values,
                     switch_table)
+from .budget import (budget_choice_table, budget_frame, budget_missing_text, budget_plan, budget_specs, budget_table,
+                     budget_text)
 from .codebook import (PAPER_FIG3B, USAGE_METRICS, codebook_size_of, codebook_specs, codebook_stats, codebook_sweep,
                        codes, score_anatomy, usage_table)
 from .context import (CODEBOOK_SIZES, GET_DATA, IC_METRICS, PORTFOLIO_METRICS, PORTFOLIO_MODELS, RANKIC_MODELS,

@@ -12,11 +12,13 @@ from .paper import model_label
 # --------------------------------------------------------------------------- compute record
 
 _SWEEP_OPTIONS = frozenset({"codebook_size"})
+_BUDGET_OPTIONS = frozenset({"budget_windows"})  # storm_lib.budget.OPTION
 
 
 def run_purpose(task: str, protocol: str, options: str) -> str:
-    """Which part of the book a finished run feeds: the main tables, the Figure 3 codebook sweep or the
-    protocol audit (any other protocol or option: the audit switches of ``storm_lib.audit``)."""
+    """Which part of the book a finished run feeds: the main tables, the Figure 3 codebook sweep, the
+    training-budget study or the protocol audit (any other protocol or option: the audit switches of
+    ``storm_lib.audit``)."""
     text = "" if options is None or (isinstance(options, float) and options != options) else str(options)
     opts = {part.partition("=")[0].strip() for part in text.split(",") if part.strip()}
     if task == "trading":
@@ -25,6 +27,8 @@ def run_purpose(task: str, protocol: str, options: str) -> str:
         return "Tables 2, 4, ablations"
     if protocol == "clean" and set(opts) <= _SWEEP_OPTIONS:
         return "Figure 3 (codebook sweep)"
+    if protocol == "clean" and set(opts) == _BUDGET_OPTIONS:
+        return "Training budget"
     return "audit"
 
 

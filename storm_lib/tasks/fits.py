@@ -98,8 +98,8 @@ def describe_model(model, panel) -> dict:
 def fit_model(ctx, universe: str, name: str, kwargs: dict, panel, protocol, profile: str, seed: int,
               command: str = "", feature_set: str = "auto", normalization: str = "cs_zscore"):
     """``make_model(name, **kwargs)`` fitted on ``panel`` / ``protocol``, and facts about the fit
-    (``fit_seconds``, ``model``, ``best_epoch`` / ``best_iteration``; ``resumed_from_epoch`` after an
-    interruption; ``fit_reused`` when restored from ``ctx.fits``). ``feature_set`` / ``normalization``
+    (``fit_seconds``, ``model``, ``best_epoch`` / ``best_iteration``; ``windows_seen`` with a training budget;
+    ``resumed_from_epoch`` after an interruption; ``fit_reused`` when restored from ``ctx.fits``). ``feature_set`` / ``normalization``
     name how ``panel`` was built (they are part of the fit key); ``command`` is recorded with a stored fit."""
     from ..models import TorchReturnModel, make_model
 
@@ -133,6 +133,12 @@ def fit_model(ctx, universe: str, name: str, kwargs: dict, panel, protocol, prof
     hist = getattr(model, "history_", None)
     if isinstance(hist, pd.DataFrame) and "best" in hist and hist["best"].any():
         info["best_epoch"] = int(np.flatnonzero(hist["best"].to_numpy())[-1]) + 1
+    if isinstance(hist, pd.DataFrame) and "windows" in hist and len(hist):  # a budget run (TrainConfig.budget_windows)
+        from ..train import trainable_days
+
+        info["windows_seen"] = int(hist["windows"].iloc[-1])
+        train_t = trainable_days(panel, panel.split(model.protocol_, "train"), model.train_cfg.min_valid_stocks)
+        info["train_windows"] = int(len(train_t))  # one pass; passes = windows_seen / train_windows
     if store is not None:
         _store_fit(store, key, model, info, command)
     return model, info

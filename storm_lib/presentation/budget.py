@@ -1,0 +1,147 @@
+"""The "Training budget" page (issue 18): the study of :mod:`storm_lib.budget` as tables and text."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .. import budget as budget_mod
+from .context import Context, as_ints, ensure_runs, is_all
+from .paper import model_label
+
+
+def budget_specs(ctx: Context) -> list:
+    """The study's runs for the page's universes and models (:func:`storm_lib.budget.specs`), at the
+    page's profile and protocol. ``seeds="all"``: :data:`storm_lib.budget.SEEDS` plus any other seed with a
+    finished budget run."""
+    seeds = ctx.params.get("seeds")
+    if is_all(seeds):
+        found = budget_mod.load(ctx.params.get("results_dir"), protocol=ctx.protocol, profile=ctx.profile)
+        seeds = sorted(set(budget_mod.SEEDS) | {int(s) for s in found["seed"]})
+    else:
+        seeds = as_ints(seeds)
+    return budget_mod.specs(ctx.universes, ctx.models, seeds, profile=ctx.profile, protocol=ctx.protocol)
+
+
+def budget_plan(ctx: Context) -> pd.DataFrame:
+    """:meth:`Context.ensure` of :func:`budget_specs` without the run-by-run listing (80 runs would fill
+    the page); :func:`budget_missing_text` says what is missing, compactly."""
+    plan = ensure_runs(budget_specs(ctx), ctx.run_missing, ctx.results_dir, ctx.data_dir, ctx.cache,
+                       echo=lambda *a, **k: None, executor=ctx.params.get("executor", "local"),
+                       no_data=tuple(ctx.no_data))
+    ctx.plans.append(plan)
+    return plan
+
+
+def budget_missing_text(plan: pd.DataFrame) -> str:
+    """How many runs of the grid are finished, the budgets not finished per universe and model, and the
+    command that runs them (the resumable grid, smallest budget first)."""
+    done = int(plan["finished"].sum())
+    head = f"{done} of {len(plan)} runs of the grid are finished."
+    todo = plan[~plan["finished"]]
+    if todo.empty:
+        return head
+    lines = [head, "", "Not run yet (budget in windows: seeds):", ""]
+    for (u, m), g in todo.groupby(["universe", "model"], sort=False):
+        g = g.assign(budget=[s.options_dict.get(budget_mod.OPTION) for s in g["spec"]])
+        parts = [f"{int(b):,}: {', '.join(str(x) for x in sorted(gb['seed']))}" for b, gb in g.groupby("budget")]
+        lines.append(f"- {u.upper()} {model_label(m)}: " + "; ".join(parts))
+    models = " ".join(dict.fromkeys(todo["model"]))
+    unis = " ".join(dict.fromkeys(todo["universe"]))
+    lines += ["", f"To run them: `python -m storm_lib.budget run --universe {unis} --model {models}` "
+                  "(finished runs are skipped; `--dry-run` prints one `storm_lib.run` command per run)."]
+    return "\n".join(lines)
+
+
+def budget_frame(plan: pd.DataFrame, ctx: Context) -> pd.DataFrame:
+    """The tidy table of :func:`storm_lib.budget.load`, restricted to the plan's finished runs."""
+    runs = budget_mod.load(ctx.params.get("results_dir"), protocol=ctx.protocol, profile=ctx.profile)
+    done = set(plan.loc[plan["finished"], "run_dir"].astype(str))
+    return runs[runs["run_dir"].isin(done)].reset_index(drop=True)
+
+
+def _pm(mean, se) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.4f}" + ("" if se is None or math.isnan(se) else f" ± {se:.4f}")
+
+
+def _duration(s) -> str:
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return "–"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def budget_table(summary: pd.DataFrame, universe: str, models=None) -> pd.DataFrame:
+    """One row per (model, budget) of ``universe``, every point of the grid (``not run yet`` where no
+    seed finished): seeds, windows seen and passes over the training days, validation and test RankIC
+    (mean ± SE over seeds), compute per run (mean) and in all."""
+    models = list(models) if models is not None else budget_mod.MODELS
+    grid = budget_mod.BUDGETS.get(universe, ())
+    s = summary[summary["universe"] == universe].set_index(["model", "budget"])
+    rows = []
+    for model in models:
+        budgets = sorted(set(grid) | set(s.loc[model].index if model in s.index.get_level_values(0) else ()))
+        for b in budgets:
+            key = (model, b)
+            if key not in s.index:
+                rows.append({"model": model_label(model), "budget (windows)": f"{b:,}", "seeds": 0,
+                             "passes": "–", "val RankIC": "not run yet", "test RankIC": "not run yet",
+                             "compute / run": "–", "compute, all seeds": "–"})
+                continue
+            r = s.loc[key]
+            rows.append({"model": model_label(model), "budget (windows)": f"{b:,}", "seeds": int(r["seeds"]),
+                         "passes": "–" if math.isnan(r["passes"]) else f"{r['passes']:.2f}",
+                         "val RankIC": _pm(r["val_mean"], r["val_se"]),
+                         "test RankIC": _pm(r["test_mean"], r["test_se"]),
+                         "compute / run": _duration(r["compute_mean_s"]),
+                         "compute, all seeds": _duration(r["compute_total_s"])})
+    return pd.DataFrame(rows).set_index(["model", "budget (windows)"]) if rows else pd.DataFrame()
+
+
+def budget_choice_table(choice: pd.DataFrame, universe: str, models=None) -> pd.DataFrame:
+    """The profile rule's outcome per model of ``universe`` (:func:`storm_lib.budget.choose`), ``not run
+    yet`` for a model without two budgets of at least two seeds."""
+    models = list(models) if models is not None else budget_mod.MODELS
+    c = choice[choice["universe"] == universe].set_index("model")
+    rows = []
+    for model in models:
+        if model not in c.index:
+            rows.append({"model": model_label(model), "chosen budget": "–", "best budget": "–",
+                         "best val RankIC": "–", "status": "not run yet", "budgets still missing": "all"})
+            continue
+        r = c.loc[model]
+        fmt = (lambda v: "–" if isinstance(v, float) and math.isnan(v) else f"{int(v):,}")
+        rows.append({"model": model_label(model), "chosen budget": fmt(r["chosen_budget"]),
+                     "best budget": fmt(r["best_budget"]), "best val RankIC": _pm(r["best_val_mean"], r["best_val_se"]),
+                     "status": r["status"],
+                     "budgets still missing": ", ".join(f"{b:,}" for b in r["missing"]) or "none"})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def budget_text(choice: pd.DataFrame, universe: str, label: str, models=None) -> str:
+    """One generated sentence per model: the chosen budget and why, or what is missing."""
+    models = list(models) if models is not None else budget_mod.MODELS
+    c = choice[choice["universe"] == universe].set_index("model")
+    lines = []
+    for model in models:
+        name = model_label(model)
+        if model not in c.index or c.loc[model, "status"] == "not run yet":
+            lines.append(f"- **{name}**: not run yet on {label} (needs at least two budgets with two seeds each).")
+            continue
+        r = c.loc[model]
+        where = (f"the best mean validation RankIC is at {int(r['best_budget']):,} windows "
+                 f"({_pm(r['best_val_mean'], r['best_val_se'])}, mean ± SE over seeds)")
+        if str(r["status"]).startswith("still rising"):
+            lines.append(f"- **{name}**: {where}, and every smaller budget is more than one SE below it; "
+                         f"larger budgets are not run yet, so no budget is chosen.")
+        elif str(r["status"]).startswith("inconclusive"):
+            lines.append(f"- **{name}**: {where}, and every smaller budget is more than one SE below it: the "
+                         f"curve is still rising at the largest budget run. **{r['status']}**.")
+        else:
+            extra = (f" Budgets not yet run with two seeds: {', '.join(f'{b:,}' for b in r['missing'])}."
+                     if r["missing"] else "")
+            lines.append(f"- **{name}**: {where}; the smallest budget within one SE of it is "
+                         f"**{int(r['chosen_budget']):,} windows**.{extra}")
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""The training-budget study (storm_lib.budget): the grid, the loader, the summary and the profile rule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from storm_lib import budget
+
+
+def _runs(points: dict, model="transformer", universe="dj30") -> pd.DataFrame:
+    """A tidy table as :func:`budget.load` returns: ``points`` maps budget -> validation RankIC per seed."""
+    rows = []
+    for b, vals in points.items():
+        for seed, v in enumerate(vals):
+            rows.append({"model": model, "universe": universe, "budget": b, "seed": seed, "windows_seen": b,
+                         "train_windows": 2768, "passes": b / 2768, "epochs": 3, "best_epoch": 2,
+                         "val_RankIC": v, "test_RankIC": -v, "fit_seconds": b / 100, "compute_seconds": b / 90,
+                         "model_version": 1, "run_dir": f"/x/{model}/{b}/{seed}"})
+    return pd.DataFrame(rows, columns=budget.COLUMNS)
+
+
+def test_summary_is_mean_and_standard_error_over_seeds():
+    s = budget.summarise(_runs({1000: [0.01, 0.03], 4000: [0.02, 0.02, 0.05]}))
+    r = s.set_index("budget")
+    assert r.loc[1000, "seeds"] == 2 and r.loc[1000, "val_mean"] == pytest.approx(0.02)
+    assert r.loc[1000, "val_se"] == pytest.approx(np.std([0.01, 0.03], ddof=1) / math.sqrt(2))
+    assert r.loc[4000, "val_se"] == pytest.approx(np.std([0.02, 0.02, 0.05], ddof=1) / math.sqrt(3))
+    assert r.loc[1000, "test_mean"] == pytest.approx(-0.02)
+    assert r.loc[4000, "compute_total_s"] == pytest.approx(3 * 4000 / 90)
+    assert math.isnan(budget.summarise(_runs({1000: [0.01]})).loc[0, "val_se"])  # one seed: no SE
+
+
+def test_the_rule_picks_the_smallest_budget_within_one_se_of_the_best():
+    # best at 16k (0.040 ± 0.005); 4k (0.036) is within one SE, 1k (0.010) is not; 64k is below the best
+    s = budget.summarise(_runs({1000: [0.009, 0.011], 4000: [0.035, 0.037], 16000: [0.035, 0.045],
+                                64000: [0.030, 0.034]}))
+    c = budget.choose(s).iloc[0]
+    assert c["best_budget"] == 16000 and c["chosen_budget"] == 4000
+    assert c["status"] == "plateau" and c["missing"] == []
+
+
+def test_a_curve_still_rising_at_the_largest_budget_is_inconclusive():
+    s = budget.summarise(_runs({1000: [0.00, 0.01], 4000: [0.01, 0.02], 16000: [0.02, 0.03],
+                                64000: [0.050, 0.052]}))
+    c = budget.choose(s).iloc[0]
+    assert c["best_budget"] == 64000 and c["chosen_budget"] == 64000
+    assert c["status"] == "inconclusive: needs >= 256,000 windows"
+
+
+def test_best_at_the_largest_budget_but_within_one_se_of_a_smaller_one_is_not_inconclusive():
+    s = budget.summarise(_runs({1000: [0.00, 0.01], 4000: [0.02, 0.03], 16000: [0.026, 0.028],
+                                64000: [0.02, 0.04]}))
+    c = budget.choose(s).iloc[0]
+    assert c["best_budget"] == 64000 and c["chosen_budget"] == 4000 and c["status"] == "plateau"
+
+
+def test_points_with_one_seed_do_not_count_and_missing_budgets_are_listed():
+    s = budget.summarise(_runs({1000: [0.01, 0.02], 4000: [0.03]}))
+    c = budget.choose(s).iloc[0]
+    assert c["status"] == "not run yet" and c["missing"] == [4000, 16000, 64000]
+    s = budget.summarise(_runs({1000: [0.01, 0.02], 4000: [0.03, 0.031]}))
+    c = budget.choose(s).iloc[0]
+    assert c["status"] == "still rising at 4,000 windows; larger budgets not run yet"
+    assert c["missing"] == [16000, 64000] and c["chosen_budget"] == 4000
+    s = budget.summarise(_runs({1000: [0.03, 0.031], 4000: [0.01, 0.02]}))
+    assert budget.choose(s).iloc[0]["status"] == "plateau (some budgets still running)"
+
+
+def test_the_grid_runs_the_smallest_budget_first_and_spans_the_issue_range():
+    specs = budget.specs(["dj30"], ["transformer", "factorvae"], seeds=(0, 1))
+    assert [s.options_dict[budget.OPTION] for s in specs] == [b for b in budget.BUDGETS["dj30"] for _ in range(4)]
+    assert [(s.model, s.seed) for s in specs[:4]] == [("transformer", 0), ("transformer", 1), ("factorvae", 0),
+                                                     ("factorvae", 1)]
+    assert "--option budget_windows=1000" in specs[0].command()
+    for grid in budget.BUDGETS.values():  # issue 18: at least 4 budgets spanning at least ~30x
+        assert len(grid) >= 4 and max(grid) / min(grid) >= 28
+
+
+@pytest.mark.filterwarnings("ignore::storm_lib.data.DataQualityWarning")
+def test_the_largest_sp500_budget_is_at_least_five_passes(data_dir):
+    from storm_lib.data import load_prices
+    from storm_lib.panel import split_indices
+
+    dates = pd.DatetimeIndex(load_prices("sp500", data_dir=data_dir)["date"].unique())
+    n_train = len(split_indices(dates, 64, "clean", "train"))
+    assert max(budget.BUDGETS["sp500"]) >= 5 * n_train
+
+
+def _fake_run(root, model="transformer", seed=0, b=1000, val=0.02, test=0.01, options=None):
+    from storm_lib.run import RESULTS_VERSION
+
+    options = {budget.OPTION: b} if options is None else options
+    name = model + "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+    path = root / "portfolio" / "dj30" / name / f"clean-cpu-seed{seed}-0000000{seed}"
+    path.mkdir(parents=True)
+    spec = {"task": "portfolio", "universe": "dj30", "model": model, "protocol": "clean", "profile": "cpu",
+            "seed": seed, "options": options}
+    record = {"spec": spec, "identity": {"results_version": RESULTS_VERSION}, "wall_seconds": 50.0,
+              "info": {"windows_seen": b, "train_windows": 2768, "fit_seconds": 40.0, "best_epoch": 1}}
+    (path / "run.json").write_text(json.dumps(record))
+    pd.DataFrame({"split": ["valid", "test", "test"], "convention": ["standard", "standard", "official"],
+                  "metric": ["RankIC"] * 3, "value": [val, test, 9.0]}).to_csv(path / "metrics.csv", index=False)
+    pd.DataFrame({"epoch": [1, 2], "val_RankIC": [val, val - 0.01], "windows": [800, b]}).to_csv(
+        path / "history.csv", index=False)
+    return path
+
+
+def test_load_reads_budget_runs_only(tmp_path):
+    _fake_run(tmp_path, seed=0, val=0.02, test=0.01)
+    _fake_run(tmp_path, seed=1, b=4000, val=0.03, test=-0.01)
+    _fake_run(tmp_path, seed=0, options={})                              # a plain run: not a budget point
+    _fake_run(tmp_path, seed=0, options={budget.OPTION: 1000, "lr": 0.1})  # another option too: not either
+    runs = budget.load(tmp_path)
+    assert list(runs["budget"]) == [1000, 4000] and list(runs["seed"]) == [0, 1]
+    r = runs.iloc[0]
+    assert r["val_RankIC"] == 0.02 and r["test_RankIC"] == 0.01 and r["windows_seen"] == 1000
+    assert r["passes"] == pytest.approx(1000 / 2768) and r["epochs"] == 2 and r["compute_seconds"] == 50.0
+    assert budget.load(tmp_path / "nothing").empty
+
+
+def test_budget_runs_are_their_own_part_of_the_compute_record():
+    from storm_lib.presentation.compute import run_purpose
+
+    assert run_purpose("portfolio", "clean", "budget_windows=4000") == "Training budget"
+    assert run_purpose("portfolio", "clean", "") == "Tables 2, 4, ablations"
+
+
+def test_page_tables_and_text_say_what_is_not_run_yet():
+    from storm_lib import presentation as nb
+
+    runs = _runs({1000: [0.009, 0.011], 4000: [0.035, 0.037], 16000: [0.035, 0.045], 64000: [0.030, 0.034]})
+    s = budget.summarise(runs)
+    c = budget.choose(s)
+    t = nb.budget_table(s, "dj30", ["transformer", "storm"])
+    assert t.loc[("Transformer", "4,000"), "val RankIC"] == "0.0360 ± 0.0010"
+    assert t.loc[("STORM", "64,000"), "val RankIC"] == "not run yet"
+    ct = nb.budget_choice_table(c, "dj30", ["transformer", "storm"])
+    assert ct.loc["Transformer", "chosen budget"] == "4,000" and ct.loc["STORM", "status"] == "not run yet"
+    text = nb.budget_text(c, "dj30", "DJ30", ["transformer", "storm"])
+    assert "**4,000 windows**" in text and "STORM**: not run yet on DJ30" in text
+    from storm_lib import plots
+
+    fig = plots.budget_curves(runs, s, title="t")
+    assert len(fig.axes) == 3 and fig.axes[0].get_xscale() == "log"
+    empty = plots.budget_curves(runs.iloc[:0], s.iloc[:0])
+    assert "not run yet" in [t.get_text() for t in empty.axes[0].texts]
+
+
+@pytest.mark.filterwarnings("ignore::storm_lib.data.DataQualityWarning")
+def test_a_smoke_budget_run_records_windows_seen_and_fit_seconds(data_dir, tmp_path):
+    from storm_lib.run import RunSpec, run_grid
+
+    spec = RunSpec.make("portfolio", "dj30", "transformer", profile="smoke", seed=0, options={budget.OPTION: 100})
+    out = run_grid([spec], tmp_path, data_dir=data_dir, progress=False)
+    assert out["status"][0] == "done", out["error"][0]
+    info = json.loads((Path(out["run_dir"][0]) / "run.json").read_text())["info"]
+    assert info["windows_seen"] == 100 and info["train_windows"] > 2000 and info["fit_seconds"] > 0
+    hist = pd.read_csv(f"{out['run_dir'][0]}/history.csv")
+    assert list(hist["windows"]) == [64, 100] and hist["lr"].iloc[-1] == 0  # smoke: 8 steps x 8 windows an epoch
+    r = budget.load(tmp_path, profile="smoke").iloc[0]
+    assert r["budget"] == 100 and r["windows_seen"] == 100 and r["epochs"] == 2
+
+
+def test_missing_text_lists_budgets_and_seeds_per_model():
+    from storm_lib import presentation as nb
+
+    specs = budget.specs(["dj30"], ["transformer", "storm"], seeds=(0, 1))
+    plan = pd.DataFrame({"universe": [s.universe for s in specs], "model": [s.model for s in specs],
+                         "seed": [s.seed for s in specs], "spec": specs,
+                         "finished": [s.model == "transformer" and s.options_dict[budget.OPTION] == 1000
+                                      for s in specs]})
+    text = nb.budget_missing_text(plan)
+    assert text.startswith("2 of 16 runs of the grid are finished.")
+    assert "- DJ30 Transformer: 4,000: 0, 1; 16,000: 0, 1; 64,000: 0, 1" in text
+    assert "- DJ30 STORM: 1,000: 0, 1;" in text and "--model storm transformer`" in text
+    assert nb.budget_missing_text(plan.assign(finished=True)) == "16 of 16 runs of the grid are finished."
+
+
+def test_cli_dry_run_prints_the_runner_commands_and_table_reads_runs(tmp_path, capsys):
+    assert budget.main(["run", "--universe", "dj30", "--model", "factorvae", "--seed", "0", "--budget", "4000",
+                        "1000", "--dry-run", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2 run(s), smallest budget first")
+    assert out[1].strip().endswith("--seed 0 --option budget_windows=1000") and "budget_windows=4000" in out[2]
+    assert not (tmp_path / "portfolio").exists()
+    _fake_run(tmp_path, model="factorvae", seed=0)
+    _fake_run(tmp_path, model="factorvae", seed=1, val=0.04)
+    assert budget.main(["table", "--results-dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "factorvae" in text and "0.03" in text and "not run yet" in text
