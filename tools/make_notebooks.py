@@ -538,7 +538,7 @@ the grid have not finished, it reads "still rising ..., larger budgets not run y
 A point counts once two seeds have finished.
 
 Parameters: `universes`, `models`, `seeds`, `protocol`, `profile`, `data_dir`, `results_dir`,
-`run_missing`, `executor`. Runs are long (hours): launch the grid with
+`run_missing` (False by default on this page only), `executor`. Runs are long (hours): launch the grid with
 `python -m storm_lib.budget run --universe dj30 --model transformer factorvae`, not from this page.
 """),
     params('''universes = ["dj30", "sp500"]
@@ -548,7 +548,7 @@ protocol = "clean"   # clean (train, valid, test); selection is on the validatio
 profile = "cpu"      # the profile whose sizes are trained at each budget
 data_dir = None      # None: $STORM_DATA_DIR
 results_dir = None   # None: $STORM_RESULTS_DIR, else results/ at the repository root
-run_missing = True   # run missing runs now (hours!); the book builds with False: finished runs only
+run_missing = False  # this page's default: finished runs only; True runs the missing grid now (hours)
 executor = "local"   # local (this process) | ray (one Ray task per missing run; cluster: $RAY_ADDRESS)'''),
     code(SETUP_IMPORTS + '''from storm_lib import budget
 
