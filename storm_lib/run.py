@@ -55,7 +55,7 @@ from .models import model_version
 from .panel import PROTOCOLS, get_protocol, split_indices
 from .profiles import PROFILES, get_profile, profile_identity
 from .tasks import TASKS, RunCache, RunContext, RunOutput
-from .utils import atomic_write
+from .utils import atomic_write, shown_path
 
 #: bump by hand whenever a task's outputs change meaning (old run directories then stop matching)
 RESULTS_VERSION = 1
@@ -533,7 +533,7 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
             "finished": _now(),
             "wall_seconds": round(wall, 3),
             "command": spec.command(),
-            "argv": argv,
+            "argv": None if argv is None else [shown_path(a) if os.path.isabs(a) else a for a in argv],
         }
         shutil.rmtree(ctx.scratch, ignore_errors=True)
         (partial / "owner.json").unlink(missing_ok=True)

@@ -10,6 +10,25 @@ if TYPE_CHECKING:
     import torch
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shown_path(path) -> str:
+    """A path as a page or a run record may show it: relative to the repository root when inside it,
+    ``$STORM_DATA_DIR`` when it is that directory, else only its last part (no machine-local absolute path)."""
+    if path is None:
+        return "None"
+    p = Path(path).expanduser().resolve()
+    try:
+        return str(p.relative_to(REPO_ROOT)) or "."
+    except ValueError:
+        pass
+    env = os.environ.get("STORM_DATA_DIR")
+    if env and Path(env).expanduser().resolve() == p:
+        return "$STORM_DATA_DIR"
+    return f"…/{p.name}"
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place, so readers
     never see a half-written file (an interrupted run leaves the old file or none)."""

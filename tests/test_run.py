@@ -399,6 +399,7 @@ def test_cli_end_to_end_on_dj30(data_dir, tmp_path, capsys):
     assert set(res["model"]) == {"lightgbm", "market"} and set(res["seed"]) == {2}
     rec = json.loads((Path(res["run_dir"][0]) / "run.json").read_text())
     assert rec["argv"][:3] == ["python", "-m", "storm_lib.run"] and "--seed 2" in rec["command"]
+    assert not any(os.path.isabs(a) for a in rec["argv"]), rec["argv"]   # no machine-local paths in records
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -33,6 +33,7 @@ from ..profiles import PROFILES  # noqa: E402
 from ..run import (SPEC_COLUMNS, RunSpec, grid, is_finished, known_models, list_runs,  # noqa: E402
                    find_finished, has_data, results_root, run_dir, run_grid)
 from ..tasks import RunCache, RunContext  # noqa: E402
+from ..utils import REPO_ROOT, shown_path  # noqa: E402  (re-exported for the pages)
 from .paper import model_label  # noqa: E402
 
 #: the rows of paper Tables 1/2 (portfolio) in the paper's order, as registry names
@@ -80,25 +81,6 @@ class RunsFailed(NotebookStop):
 
 
 # --------------------------------------------------------------------------- parameters
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def shown_path(path) -> str:
-    """A path as a page may show it: relative to the repository root when inside it, ``$STORM_DATA_DIR``
-    when it is that directory, else only its last part (no machine-local absolute path on a page)."""
-    if path is None:
-        return "None"
-    p = Path(path).expanduser().resolve()
-    try:
-        return str(p.relative_to(REPO_ROOT)) or "."
-    except ValueError:
-        pass
-    env = os.environ.get("STORM_DATA_DIR")
-    if env and Path(env).expanduser().resolve() == p:
-        return "$STORM_DATA_DIR"
-    return f"…/{p.name}"
-
 
 def as_list(value, upper: bool = False) -> list[str]:
     """A list of strings from a list/tuple, a comma (or space) separated string, or None (-> [])."""
