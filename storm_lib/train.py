@@ -317,7 +317,7 @@ def fit(
             tb = np.sort(train_t[order[s * cfg.batch_size:s * cfg.batch_size + sizes[s]]])
             x, mask, y = batch(panel, tb, device, cfg)
             with autocast(device, cfg.autocast):
-                out = forward(x, mask, y, days=torch.as_tensor(tb)) if takes_days else forward(x, mask, y)
+                out = forward(x, mask, y, days=torch.as_tensor(tb, device=device)) if takes_days else forward(x, mask, y)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             if cfg.grad_clip:

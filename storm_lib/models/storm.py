@@ -445,16 +445,16 @@ class Alignment(nn.Module):
 
     def pair_logits(self, ts_cls, mask, cs_cls, cs_h, days=None):
         """(logits, valid): the similarity matrix of every (TS, CS) pair this level aligns, rows = TS,
-        with the excluded negatives at −inf, and which rows/columns are real pairs.
+        with the excluded negatives at −inf, and which rows/columns are real pairs (None: all).
 
-        ``align_level="window"``: (B, B), all valid. ``"stock"``: (B·N, B·N) over (window, stock) pairs,
+        ``align_level="window"``: (B, B). ``"stock"``: (B·N, B·N) over (window, stock) pairs,
         TS [cls]_i against the CS read-out r_i = CrossAttn(q_i, CS tokens); invalid stocks are not pairs,
         and with ``days`` the same stock in a window sharing days is not a negative."""
         if self.level == "window":
             logits = self.logits(ts_cls, mask, cs_cls)
             if days is not None and self.negatives == "disjoint":
                 logits = logits.masked_fill(overlapping(days, self.window), float("-inf"))
-            return logits, torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+            return logits, None
         b, n, d = ts_cls.shape
         read = self.read(self.read_query.expand(b, -1, -1), cs_h)
         a = F.normalize(self.proj_ts(ts_cls), dim=-1).reshape(b * n, d)
@@ -464,7 +464,7 @@ class Alignment(nn.Module):
         drop = ~(valid[:, None] & valid[None, :])
         if days is not None and self.negatives == "disjoint":
             same = torch.eye(n, dtype=torch.bool, device=logits.device)
-            drop = drop | (overlapping(days, self.window).to(logits.device)[:, None, :, None]
+            drop = drop | (overlapping(days, self.window)[:, None, :, None]
                            & same[None, :, None, :]).reshape(b * n, b * n)
         drop = drop & ~torch.eye(b * n, dtype=torch.bool, device=logits.device)
         return logits.masked_fill(drop, float("-inf")), valid
@@ -475,7 +475,7 @@ class Alignment(nn.Module):
         used as its negative (false-negative cancellation, Huynh et al. 2022): adjacent windows share up
         to W − 1 of W days, and pushing them apart rewards fingerprints of single days."""
         logits, valid = self.pair_logits(ts_cls, mask, cs_cls, cs_h, days)
-        return info_nce(logits, None if self.level == "window" else valid)
+        return info_nce(logits, valid)
 
 
 def info_nce(logits, valid=None):
