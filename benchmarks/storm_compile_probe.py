@@ -27,7 +27,7 @@ rng = np.random.default_rng(0)
 batches = [train.batch(panel, np.sort(rng.choice(train_t, tcfg.batch_size, replace=False)), torch.device("cpu"), tcfg) for _ in range(8)]
 torch.manual_seed(1); net(*batches[0])  # init codebooks
 ref = copy.deepcopy(net)
-comp = torch.compile(net)
+comp = train.compiled(net)  # what fit runs with TrainConfig.compile
 def step(m, b):
     out = m(*b); out.loss.backward(); return out
 t0 = time.perf_counter(); torch.manual_seed(2); oc = step(comp, batches[1]); print("first compiled step (compile)", time.perf_counter() - t0, flush=True)

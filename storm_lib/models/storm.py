@@ -751,15 +751,14 @@ class STORM(nn.Module):
             xs = torch.where(mask[:, :, None, None], x.transpose(1, 2), zero,
                              out=torch.empty(b, n, w, f, dtype=x.dtype, device=x.device))
         x = xs.transpose(1, 2)  # the zeroed input in (B, W, N, F) order: a view, no copy
-        want_losses = losses
-        losses, tokens, valid = {}, [], []
-        ts = self.ts(xs, mask, decode, want_losses) if self.ts is not None else None
-        cs = self.cs(xs, mask, decode, want_losses) if self.cs is not None else None
+        terms, tokens, valid = {}, [], []
+        ts = self.ts(xs, mask, decode, losses) if self.ts is not None else None
+        cs = self.cs(xs, mask, decode, losses) if self.cs is not None else None
         if cs is not None:
             c = self.cs_token(torch.cat([cs.h, cs.q], -1)) + self.type_emb[0]      # (B, W, d)
             tokens.append(c)
             valid.append(torch.ones(b, w, dtype=torch.bool, device=x.device))
-            losses.update({f"{k}_cs": v for k, v in cs.losses.items()})
+            terms.update({f"{k}_cs": v for k, v in cs.losses.items()})
         if ts is not None:
             g = self.ts_token(torch.cat([ts.h, ts.q], -1))                          # (B, N, P, d)
             if self.fusion is not None:
@@ -768,14 +767,14 @@ class STORM(nn.Module):
             e = self.ln_e(s)
             tokens.append(s + self.type_emb[1])
             valid.append(mask)
-            losses.update({f"{k}_ts": v for k, v in ts.losses.items()})
+            terms.update({f"{k}_ts": v for k, v in ts.losses.items()})
         else:
             q = (self.stock_id.expand(b, -1, -1) if self.cfg.wo_ts_query == "identity"
                  else self.stock_query(x[:, -1]))
             e = self.ln_e(self.stock_attn(q, c))
-        if self.align is not None and want_losses:
-            losses["contrastive"] = self.align(ts.cls, mask, cs.cls, days, cs.h)
-        return Representation(e, self.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, losses)
+        if self.align is not None and losses:
+            terms["contrastive"] = self.align(ts.cls, mask, cs.cls, days, cs.h)
+        return Representation(e, self.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, terms)
 
     def forward(self, x, mask, y=None, sample: bool = False, days=None) -> StormOutput:
         """x (B, W, N, F), mask (B, N) bool, y (B, N) z-scored next-day returns (NaN = unknown),

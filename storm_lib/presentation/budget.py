@@ -7,7 +7,8 @@ import math
 import pandas as pd
 
 from .. import budget as budget_mod
-from .context import Context, as_ints, ensure_runs, is_all
+from .context import Context, as_ints, is_all
+from .fmt import _fmt_duration
 from .paper import model_label
 
 
@@ -27,11 +28,7 @@ def budget_specs(ctx: Context) -> list:
 def budget_plan(ctx: Context) -> pd.DataFrame:
     """:meth:`Context.ensure` of :func:`budget_specs` without the run-by-run listing (80 runs would fill
     the page); :func:`budget_missing_text` says what is missing, compactly."""
-    plan = ensure_runs(budget_specs(ctx), ctx.run_missing, ctx.results_dir, ctx.data_dir, ctx.cache,
-                       echo=lambda *a, **k: None, executor=ctx.params.get("executor", "local"),
-                       no_data=tuple(ctx.no_data))
-    ctx.plans.append(plan)
-    return plan
+    return ctx.ensure(budget_specs(ctx), echo=lambda *a, **k: None)
 
 
 def budget_missing_text(plan: pd.DataFrame) -> str:
@@ -68,9 +65,7 @@ def _pm(mean, se) -> str:
 
 
 def _duration(s) -> str:
-    if s is None or (isinstance(s, float) and math.isnan(s)):
-        return "–"
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+    return "–" if s is None else _fmt_duration(float(s))
 
 
 def budget_table(summary: pd.DataFrame, universe: str, models=None) -> pd.DataFrame:

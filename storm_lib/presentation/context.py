@@ -368,9 +368,9 @@ class Context:
             return []
         return grid(task, universes, models, [self.protocol], [self.profile], seeds, options)
 
-    def ensure(self, specs) -> pd.DataFrame:
+    def ensure(self, specs, echo=print) -> pd.DataFrame:
         """:func:`ensure_runs` with the notebook's results directory, data directory and cache."""
-        plan = ensure_runs(specs, self.run_missing, self.results_dir, self.data_dir, self.cache,
+        plan = ensure_runs(specs, self.run_missing, self.results_dir, self.data_dir, self.cache, echo=echo,
                            executor=self.params.get("executor", "local"), no_data=tuple(self.no_data))
         self.plans.append(plan)
         return plan

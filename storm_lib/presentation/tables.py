@@ -208,7 +208,6 @@ def equity(plan: pd.DataFrame, split: str = "test", **where) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[["method", "seed", "stock", "date", "equity"]]
 
 
-
 def trading_activity(plan: pd.DataFrame, split: str = "test", **where) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Does each trading run trade? From the runs' equity tables (``position`` 1 = long, 0 = flat):
 
