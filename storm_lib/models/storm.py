@@ -80,6 +80,8 @@ class StormConfig:
                                      # experimental): each stock's TS [cls] vs a CS read-out for that stock
     align_negatives: str = "disjoint"  # InfoNCE negatives: "disjoint" = only windows that share no day with
                                        # the anchor (false-negative cancellation); "all": version 2
+    align_stock_drop: float = 0.0    # training only: each stock leaves the TS summary's pool with this
+                                     # probability (an augmentation of the TS view; 0: off)
     wo_ts_query: str = "identity"    # w/o-TS stock query: "identity" (learned per-stock vector, no
                                      # per-stock input) or "last_day" (version 1: Linear(x_i on the last day))
     kl_reduction: str = "sum"        # over valid factors: "sum" (FactorVAE, official), "mean", or
@@ -118,6 +120,8 @@ class StormConfig:
                                    ("wo_ts_query", self.wo_ts_query, ("identity", "last_day"))):
             if value not in known:
                 raise ValueError(f"{name} must be one of {known}, got {value!r}")
+        if not 0.0 <= self.align_stock_drop < 1.0:
+            raise ValueError(f"align_stock_drop must be in [0, 1), got {self.align_stock_drop}")
 
     @property
     def n_patches(self) -> int:
@@ -420,6 +424,7 @@ class Alignment(nn.Module):
         d = cfg.d_model
         self.pool = cfg.align_pool
         self.negatives, self.window = cfg.align_negatives, cfg.window
+        self.stock_drop = cfg.align_stock_drop
         self.phi_ts = MLP(d, 2 * d, d) if self.pool in ("mlp", "mlp_id") else None
         self.stock_id = nn.Parameter(0.02 * torch.randn(cfg.n_stocks, d)) if self.pool == "mlp_id" else None
         self.proj_ts, self.proj_cs = nn.Linear(d, d), nn.Linear(d, d)
@@ -435,6 +440,10 @@ class Alignment(nn.Module):
 
     def logits(self, ts_cls, mask, cs_cls):
         """ts_cls (B, N, d), mask (B, N), cs_cls (B, d) → similarity logits (B, B), rows = TS."""
+        if self.training and self.stock_drop > 0:  # a random subset of each window's stocks (≥ 1 kept)
+            valid = mask.bool()
+            keep = valid & (torch.rand(valid.shape, device=valid.device) >= self.stock_drop)
+            mask = torch.where(keep.any(1, keepdim=True), keep, valid)
         m = mask[..., None].to(ts_cls.dtype)
         h = ts_cls if self.stock_id is None else ts_cls + self.stock_id
         h = self.phi_ts(h) if self.phi_ts is not None else h
