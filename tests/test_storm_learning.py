@@ -191,3 +191,33 @@ def test_stock_level_alignment_drops_invalid_stocks_and_same_stock_false_negativ
     loss = model.align(ts.requires_grad_(), mask, cs_cls, torch.tensor([100, 105]), cs_h)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(ts.grad).all() and ts.grad[0, 2].abs().sum() == 0
+
+
+def test_align_stock_drop_pools_a_random_subset_in_training_only():
+    """align_stock_drop (option, off): in training the TS summary pools a random subset of the valid
+    stocks (never an invalid one, never none); in eval mode, and with 0, it pools every valid stock."""
+    torch.manual_seed(0)
+    cfg = StormConfig(n_stocks=6, n_features=F, window=W, d_model=16, n_heads=2, codebook_size=16,
+                      align_stock_drop=0.5)
+    align = STORM(cfg).align
+    ts, cs = torch.randn(3, 6, 16), torch.randn(3, 16)
+    mask = torch.tensor([[True] * 6, [True, True, False, False, False, False], [True] + [False] * 5])
+    align.eval()
+    full = align.logits(ts, mask, cs)
+    align.stock_drop = 0.0
+    align.train()
+    assert torch.allclose(align.logits(ts, mask, cs), full)
+    align.stock_drop = 0.5
+    seen = [align.logits(ts, mask, cs) for _ in range(20)]
+    assert all(torch.isfinite(s).all() for s in seen)
+    assert any(not torch.allclose(s[0], full[0]) for s in seen)   # window 0: a subset of its six stocks
+    assert all(torch.allclose(s[2], full[2]) for s in seen)       # window 2: its only stock always stays
+    ts_bad = ts.clone()
+    ts_bad[1, 2:] = 1e3                                            # invalid stocks never enter the pool
+    for seed in range(10):
+        torch.manual_seed(seed)
+        a = align.logits(ts, mask, cs)
+        torch.manual_seed(seed)
+        assert torch.allclose(align.logits(ts_bad, mask, cs), a)
+    with np.testing.assert_raises(ValueError):
+        StormConfig(n_stocks=6, n_features=F, window=W, align_stock_drop=1.0)
