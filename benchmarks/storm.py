@@ -3,6 +3,7 @@
     python benchmarks/storm.py speed [--universe dj30 sp500] [--profile cpu paper] [--steps 5]
     python benchmarks/storm.py run --universe dj30 --profile cpu --seed 0 [--variant storm] [--out F.json]
     python benchmarks/storm.py compare --rev 757ada5 --universe dj30 sp500 --threads 1 2 [--steps 3]
+    python benchmarks/storm.py profile --universe dj30 sp500 [--steps 3]
 
 ``speed`` times training steps (windows per second) and peak memory for each (universe, profile,
 variant), each in a fresh subprocess so peak RSS is its own. ``run`` trains to early stopping under
@@ -11,6 +12,8 @@ training step and the prediction of git revision ``--rev`` (imported from a ``gi
 another package name) and of this working tree side by side in ONE process, on identical weights and
 batches, and prints FLOPs per step, GFLOP/s, the same-process sgemm peak, efficiency, the step's peak
 memory and page faults, windows/s and the old/new ratios (see :mod:`benchmarks.storm_compare`).
+``profile`` prints the self CPU time of a training step by operator and the ceiling of exact speedups
+(the step over its matrix-multiply and dropout time).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ def _panel(universe: str, window: int):
     return Panel.from_prices(data.load_prices(universe), window=window, verbose=False)
 
 
-def speed_one(universe: str, profile: str, variant: str, steps: int, batch: int | None = None) -> dict:
+def _training_step(universe: str, profile: str, variant: str, batch: int | None = None):
+    """(step, net, batch size, device): ``step()`` runs one training step of a fresh net on a random batch of
+    training windows (seeded), with the window days for nets that take them, as ``train.fit`` does."""
     import torch
 
     from storm_lib import train
@@ -49,17 +54,29 @@ def speed_one(universe: str, profile: str, variant: str, steps: int, batch: int 
     t_all = panel.split("clean", "train")
     bs = batch or prof.train.batch_size
     rng = np.random.default_rng(0)
-    times = []
-    for s in range(steps + 1):  # the first step (codebook init, allocator warm-up) is not timed
+
+    def step():
         tb = np.sort(rng.choice(t_all, bs, replace=False))
-        t0 = time.perf_counter()
         x, mask, y = train.batch(panel, tb, device, prof.train)
-        out = net(x, mask, y)
+        days = {"days": torch.as_tensor(tb, device=device)} if getattr(net, "takes_days", False) else {}
+        out = net(x, mask, y, **days)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+
+    return step, net, bs, device
+
+
+def speed_one(universe: str, profile: str, variant: str, steps: int, batch: int | None = None) -> dict:
+    import torch
+
+    step, net, bs, device = _training_step(universe, profile, variant, batch)
+    times = []
+    for s in range(steps + 1):  # the first step (codebook init, allocator warm-up) is not timed
+        t0 = time.perf_counter()
+        step()
         if s:
             times.append(time.perf_counter() - t0)
     sec = float(np.median(times))
@@ -68,6 +85,39 @@ def speed_one(universe: str, profile: str, variant: str, steps: int, batch: int 
             "batch": bs, "sec_per_step": sec, "windows_per_sec": bs / sec,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "peak_cuda_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+
+
+# self-time categories of the profile mode: which share of a step an exact change could still remove
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::addmm_", "aten::baddbmm", "aten::addbmm"}
+DROPOUT_OPS = {"aten::bernoulli_", "aten::native_dropout", "aten::native_dropout_backward"}
+
+
+def profile_one(universe: str, profile: str, variant: str, steps: int, batch: int | None = None) -> int:
+    """Self CPU time of ``steps`` training steps by operator (torch.profiler), grouped into matrix
+    multiplies, dropout's mask draws and the rest, and the ceiling of exact speedups: the step's time over
+    its matmul + dropout time (what is left if every other operator took no time, dropout kept)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step, _, bs, _ = _training_step(universe, profile, variant, batch)
+    for _ in range(2):  # codebook init and allocator warm-up
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    ops = [(e.key, e.self_cpu_time_total / 1e3 / steps, e.count // steps) for e in prof.key_averages()]
+    total = sum(t for _, t, _ in ops)
+    mm = sum(t for k, t, _ in ops if k in MATMUL_OPS)
+    drop = sum(t for k, t, _ in ops if k in DROPOUT_OPS)
+    print(f"{universe} {profile} {variant}, batch {bs}, {torch.get_num_threads()} thread(s), {steps} steps: "
+          f"self CPU {total:.0f} ms/step")
+    for k, t, n in sorted(ops, key=lambda r: -r[1])[:15]:
+        print(f"  {k:40s} {t:8.1f} ms/step {100 * t / total:5.1f} %  {n:5d} calls/step")
+    print(f"matmul {100 * mm / total:.1f} %, dropout mask draws {100 * drop / total:.1f} %, "
+          f"other {100 * (total - mm - drop) / total:.1f} %; ceiling of exact speedups "
+          f"{total / (mm + drop):.2f}x (matmul + dropout kept), {total / mm:.2f}x without dropout")
+    return 0
 
 
 def run_one(universe: str, profile: str, variant: str, seed: int) -> dict:
@@ -97,7 +147,7 @@ def run_one(universe: str, profile: str, variant: str, seed: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["speed", "run", "compare", "_one"])
+    ap.add_argument("mode", choices=["speed", "run", "compare", "profile", "_one"])
     ap.add_argument("--universe", nargs="+", default=["dj30"])
     ap.add_argument("--profile", nargs="+", default=["cpu"])
     ap.add_argument("--variant", nargs="+", default=["storm"])
@@ -115,6 +165,10 @@ def main() -> int:
         from storm_compare import compare
 
         return compare(a.universe, a.profile[0], a.rev, a.threads, a.steps, a.configs, a.predict_days, a.out)
+    if a.mode == "profile":
+        for u in a.universe:
+            profile_one(u, a.profile[0], a.variant[0], a.steps, a.batch)
+        return 0
     rows = []
     for u in a.universe:
         for p in a.profile:
