@@ -145,6 +145,15 @@ def ours():
     })
 
 
+def test_a_margin_over_a_non_positive_comparator_has_no_per_cent():
+    """Δ over a comparator at or below zero on a higher-is-better metric is printed without a per cent
+    (+1,198 % over a RankIC of -0.001 would mislead); lower-is-better metrics keep it."""
+    assert P._fmt_margin(0.011, -0.001, "RankIC") == "Δ +0.012 (n/m)"
+    assert P._fmt_margin(0.011, 0.0, "RankIC") == "Δ +0.011 (n/m)"
+    assert P._fmt_margin(0.012, 0.010, "RankIC") == "Δ +0.002 (+20.0 %)"
+    assert P._fmt_margin(0.10, 0.20, "MDD") == "Δ +0.100 (+50.0 %)"
+
+
 def test_compare_means_stds_and_paper_columns(ours):
     cmp = P.compare(ours, "portfolio", "dj30")
     assert cmp.index[0] == "Market Index" and cmp.index[-1] == "equal weight"  # paper order, then ours

@@ -410,7 +410,20 @@ def _diff(a: float, b: float, metric: str) -> float:
 def _fmt_margin(a: float, b: float, metric: str) -> str:
     """A margin as the difference in metric units and the paper's relative Improvement, e.g.
     ``Δ +0.008 (+839.1 %)``: the per cent alone misleads when the comparator is near zero."""
-    return f"Δ {_num(_diff(a, b, metric), 3, True)} ({_fmt_pct(_gain(a, b, metric))})"
+    return f"Δ {_num(_diff(a, b, metric), 3, True)} ({_fmt_gain(_rel_gain(a, b, metric))})"
+
+
+def _rel_gain(a: float, b: float, metric: str) -> float:
+    """:func:`_gain` where it means something: NaN when the comparator ``b`` is not positive on a
+    higher-is-better metric (a per cent of a negative RankIC or APY has neither a useful size nor sign)."""
+    if _better(metric) == "up" and np.isfinite(b) and b <= 0:
+        return np.nan
+    return _gain(a, b, metric)
+
+
+def _fmt_gain(x: float) -> str:
+    """A relative margin, ``n/m`` (not meaningful) where :func:`_rel_gain` gives none."""
+    return "n/m" if not np.isfinite(x) else _fmt_pct(x)
 
 
 def _gain(a: float, b: float, metric: str) -> float:

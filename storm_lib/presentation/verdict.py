@@ -32,8 +32,8 @@ import pandas as pd
 
 from . import evidence
 from .fmt import _fmt_interval, _fmt_pct, _num, markdown_table
-from .paper import (DETERMINISTIC_ROWS, FLOOR_ROWS, TR_MARKET_ROW, TRADING_STOCKS, _better, _fmt_margin, _gain,
-                    _paper_rows, is_deterministic, model_label, paper_baselines, reported)
+from .paper import (DETERMINISTIC_ROWS, FLOOR_ROWS, TR_MARKET_ROW, TRADING_STOCKS, _better, _fmt_gain, _fmt_margin,
+                    _gain, _paper_rows, _rel_gain, is_deterministic, model_label, paper_baselines, reported)
 
 MIN_SEEDS = 3   # fewer seeds: a verdict is a point estimate and is labelled as such
 ALPHA = 0.025   # the verdict's one-sided level, after Holm's correction (two-sided 95 % intervals)
@@ -295,7 +295,7 @@ def _check_dataset(claim: Claim, ds: str, r: pd.DataFrame, tasks, conventions, p
         return out
     o_best = oa.idxmin() if _better(claim.metric) == "down" else oa.idxmax()
     out.update(ours_best=o_best, ours_best_value=float(oa[o_best]),
-               ours_gain=_gain(out["ours_value"], float(oa[o_best]), claim.metric),
+               ours_gain=_rel_gain(out["ours_value"], float(oa[o_best]), claim.metric),
                ahead=all(_better_than(out["ours_value"], float(v), claim.metric) for v in oa))
     a_vals = _seed_values(r, claim.table, ds, claim.metric, claim.model, prof, tasks, conventions)
     col = evidence.DAILY_COLUMN.get(claim.metric)
@@ -363,11 +363,11 @@ def _check_claim(claim: Claim, recs: list[dict]) -> dict:
         else:
             row["paper"] = ("not in the paper" if x["paper_best"] is None else
                             f"{_num(x['paper_value'])} vs {x['paper_best']} {_num(x['paper_best_value'])} "
-                            f"({_fmt_pct(x['paper_gain'])})")
+                            f"({_fmt_gain(x['paper_gain'])})")
             if run:
                 part = f"; {x['n_run']}/{x['n_against']} run" if x["n_run"] < x["n_against"] else ""
                 row["ours"] = (f"{_num(x['ours_value'])} vs {x['ours_best']} {_num(x['ours_best_value'])}"
-                               f" ({_fmt_pct(x['ours_gain'])}){part}")
+                               f" ({_fmt_gain(x['ours_gain'])}){part}")
                 paper_m = ("" if x["paper_best"] is None else
                            f"; paper {_fmt_margin(x['paper_value'], x['paper_best_value'], claim.metric)}")
                 row["how"] = f"{_fmt_margin(x['ours_value'], x['ours_best_value'], claim.metric)}{paper_m}"
@@ -396,7 +396,7 @@ def _check_claim(claim: Claim, recs: list[dict]) -> dict:
             ahead = [x["dataset"] for x in run if x.get("ahead")]
             row["ours"] = f"{len(ahead)}/{n} ahead" + (f": {', '.join(ahead)}" if ahead else "")
             if claim.kind != "value":
-                row["how"] = "; ".join(f"{x['dataset']} {_fmt_pct(x['ours_gain'])}" for x in run)
+                row["how"] = "; ".join(f"{x['dataset']} {_fmt_gain(x['ours_gain'])}" for x in run)
             if len(run) < n:
                 row["ours"] += f" ({n - len(run)} not run)"
             row["replicated"] = ("yes" if len(yes) == n else
