@@ -153,9 +153,9 @@ def test_fit_gives_storm_the_window_days(monkeypatch):
     seen, batches = [], []
     real_align, real_batch = storm_mod.Alignment.forward, train_mod.batch
 
-    def spy_align(self, ts_cls, mask, cs_cls, days=None, cs_h=None):
+    def spy_align(self, ts_cls, mask, cs_cls, days=None, cs_h=None, ts_h=None):
         seen.append(None if days is None else days.clone())
-        return real_align(self, ts_cls, mask, cs_cls, days, cs_h)
+        return real_align(self, ts_cls, mask, cs_cls, days, cs_h, ts_h)
 
     def spy_batch(panel, t, *a, **k):
         batches.append(np.asarray(t).copy())
@@ -221,3 +221,31 @@ def test_align_stock_drop_pools_a_random_subset_in_training_only():
         assert torch.allclose(align.logits(ts_bad, mask, cs), a)
     with np.testing.assert_raises(ValueError):
         StormConfig(n_stocks=6, n_features=F, window=W, align_stock_drop=1.0)
+
+
+def test_patch_level_alignment_pairs_patches_and_masks_overlapping_ones():
+    """align_level="patch" (option): (B·P) pairs, TS patch tokens pooled over valid stocks against the
+    mean of the same p days' CS tokens; a patch that shares a day with the anchor's is not a negative;
+    the diagnostics count B·P candidates."""
+    torch.manual_seed(0)
+    cfg = StormConfig(n_stocks=3, n_features=F, window=W, d_model=16, n_heads=2, codebook_size=16,
+                      patch_len=4, align_level="patch")
+    model = STORM(cfg)
+    P = W // 4
+    ts_h, cs_h = torch.randn(2, 3, P, 16), torch.randn(2, W, 16)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    logits, valid = model.align.pair_logits(None, mask, None, cs_h, ts_h=ts_h)
+    assert valid is None and logits.shape == (2 * P, 2 * P) and not torch.isinf(logits).any()
+    # window 1 ends 6 days after window 0, so its patch 0 starts 2 days after window 0's patch 1 and
+    # 2 days before its patch 2 (shared days), 6 days from its patches 0 and 3 (none shared)
+    logits, _ = model.align.pair_logits(None, mask, None, cs_h, days=torch.tensor([100, 106]), ts_h=ts_h)
+    inf = torch.isinf(logits)
+    assert inf[1, P + 0] and inf[2, P + 0] and not inf[3, P + 0] and not inf[0, P + 0]
+    assert not inf.diagonal().any() and not inf[:P, :P].any()        # patches of one window never overlap
+    a = model.align.pair_logits(None, mask, None, cs_h, ts_h=ts_h)[0]
+    ts_h2 = ts_h.clone()
+    ts_h2[0, 2] = 1e3                                                 # an invalid stock is not pooled
+    assert torch.allclose(model.align.pair_logits(None, mask, None, cs_h, ts_h=ts_h2)[0], a)
+    loss = model.align(None, mask, None, torch.tensor([100, 106]), cs_h, ts_h.requires_grad_())
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(ts_h.grad).all()

@@ -77,7 +77,9 @@ class StormConfig:
     align_pool: str = "mlp"          # TS summary: "mlp" = mean_i MLP(cls_i) (DeepSets); "mlp_id" = mean_i
                                      # MLP(cls_i + s_i), s_i a learned stock embedding; "mean": version 1
     align_level: str = "window"      # "window": one TS summary vs the CS [cls] per window; "stock" (option,
-                                     # experimental): each stock's TS [cls] vs a CS read-out for that stock
+                                     # experimental): each stock's TS [cls] vs a CS read-out for that stock;
+                                     # "patch" (option): per p-day patch, the TS patch tokens pooled over
+                                     # stocks vs the CS day tokens of those p days
     align_negatives: str = "disjoint"  # InfoNCE negatives: "disjoint" = only windows that share no day with
                                        # the anchor (false-negative cancellation); "all": version 2
     align_stock_drop: float = 0.0    # training only: each stock leaves the TS summary's pool with this
@@ -116,7 +118,7 @@ class StormConfig:
         for name, value, known in (("codebook_metric", self.codebook_metric, ("cosine", "euclid")),
                                    ("align_pool", self.align_pool, ("mlp", "mlp_id", "mean")),
                                    ("align_negatives", self.align_negatives, ("disjoint", "all")),
-                                   ("align_level", self.align_level, ("window", "stock")),
+                                   ("align_level", self.align_level, ("window", "stock", "patch")),
                                    ("wo_ts_query", self.wo_ts_query, ("identity", "last_day"))):
             if value not in known:
                 raise ValueError(f"{name} must be one of {known}, got {value!r}")
@@ -423,7 +425,7 @@ class Alignment(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.pool = cfg.align_pool
-        self.negatives, self.window = cfg.align_negatives, cfg.window
+        self.negatives, self.window, self.patch_len = cfg.align_negatives, cfg.window, cfg.patch_len
         self.stock_drop = cfg.align_stock_drop
         self.phi_ts = MLP(d, 2 * d, d) if self.pool in ("mlp", "mlp_id") else None
         self.stock_id = nn.Parameter(0.02 * torch.randn(cfg.n_stocks, d)) if self.pool == "mlp_id" else None
@@ -452,18 +454,21 @@ class Alignment(nn.Module):
         c = F.normalize(self.proj_cs(cs_cls), dim=-1)
         return self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
 
-    def pair_logits(self, ts_cls, mask, cs_cls, cs_h, days=None):
+    def pair_logits(self, ts_cls, mask, cs_cls, cs_h, days=None, ts_h=None):
         """(logits, valid): the similarity matrix of every (TS, CS) pair this level aligns, rows = TS,
         with the excluded negatives at −inf, and which rows/columns are real pairs (None: all).
 
         ``align_level="window"``: (B, B). ``"stock"``: (B·N, B·N) over (window, stock) pairs,
         TS [cls]_i against the CS read-out r_i = CrossAttn(q_i, CS tokens); invalid stocks are not pairs,
-        and with ``days`` the same stock in a window sharing days is not a negative."""
+        and with ``days`` the same stock in a window sharing days is not a negative. ``"patch"``:
+        (B·P, B·P) over (window, patch) pairs, see :meth:`patch_logits`."""
         if self.level == "window":
             logits = self.logits(ts_cls, mask, cs_cls)
             if days is not None and self.negatives == "disjoint":
                 logits = logits.masked_fill(overlapping(days, self.window), float("-inf"))
             return logits, None
+        if self.level == "patch":
+            return self.patch_logits(ts_h, mask, cs_h, days), None
         b, n, d = ts_cls.shape
         read = self.read(self.read_query.expand(b, -1, -1), cs_h)
         a = F.normalize(self.proj_ts(ts_cls), dim=-1).reshape(b * n, d)
@@ -478,12 +483,33 @@ class Alignment(nn.Module):
         drop = drop & ~torch.eye(b * n, dtype=torch.bool, device=logits.device)
         return logits.masked_fill(drop, float("-inf")), valid
 
-    def forward(self, ts_cls, mask, cs_cls, days=None, cs_h=None):
+    def patch_logits(self, ts_h, mask, cs_h, days=None):
+        """``align_level="patch"``: ts_h (B, N, P, d) TS encoder tokens, cs_h (B, W, d) CS encoder tokens
+        → (B·P, B·P) logits. The TS side of patch k is mean_i MLP(h_ik) over valid stocks (DeepSets, as
+        at window level); the CS side is the mean of the p day tokens of the same days. Every other patch
+        of the batch is a negative, except, with ``days`` and ``align_negatives="disjoint"``, patches that
+        share a day with the anchor's (windows that overlap). Twelve years hold ~690 day-disjoint 4-day
+        patches against ~43 day-disjoint 64-day windows."""
+        b, n, n_p, d = ts_h.shape
+        m = mask[:, :, None, None].to(ts_h.dtype)
+        h = self.phi_ts(ts_h) if self.phi_ts is not None else ts_h
+        ts = (h * m).sum(1) / m.sum(1).clamp_min(1.0)                               # (B, P, d)
+        cs = cs_h.reshape(b, n_p, -1, cs_h.shape[-1]).mean(2)                       # (B, P, d)
+        a = F.normalize(self.proj_ts(ts), dim=-1).reshape(b * n_p, d)
+        c = F.normalize(self.proj_cs(cs), dim=-1).reshape(b * n_p, d)
+        logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
+        if days is not None and self.negatives == "disjoint":
+            offset = torch.arange(n_p, device=logits.device) * self.patch_len
+            start = (torch.as_tensor(days, device=logits.device)[:, None] + offset).reshape(-1)
+            logits = logits.masked_fill(overlapping(start, self.patch_len), float("-inf"))
+        return logits
+
+    def forward(self, ts_cls, mask, cs_cls, days=None, cs_h=None, ts_h=None):
         """→ scalar loss (0 for B = 1). ``days`` (B,): the windows' end-day indices; with
         ``align_negatives="disjoint"``, a window that shares a day with the anchor (|Δt| < W) is not
         used as its negative (false-negative cancellation, Huynh et al. 2022): adjacent windows share up
         to W − 1 of W days, and pushing them apart rewards fingerprints of single days."""
-        logits, valid = self.pair_logits(ts_cls, mask, cs_cls, cs_h, days)
+        logits, valid = self.pair_logits(ts_cls, mask, cs_cls, cs_h, days, ts_h)
         return info_nce(logits, valid)
 
 
@@ -782,7 +808,7 @@ class STORM(nn.Module):
                  else self.stock_query(x[:, -1]))
             e = self.ln_e(self.stock_attn(q, c))
         if self.align is not None and losses:
-            terms["contrastive"] = self.align(ts.cls, mask, cs.cls, days, cs.h)
+            terms["contrastive"] = self.align(ts.cls, mask, cs.cls, days, cs.h, ts.h)
         return Representation(e, self.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, terms)
 
     def forward(self, x, mask, y=None, sample: bool = False, days=None) -> StormOutput:

@@ -13,7 +13,8 @@ near-duplicate negatives. Random batches of a short split still hold windows tha
 days (16 of the 504 validation days: typically 30 days apart, W = 64), so ``align_loss_disjoint`` /
 ``align_top1_disjoint`` repeat the measurement on batches of windows that share no day (window ends W
 apart, ``align_b_disjoint`` = min(B, len(t) // W) windows per batch, 8 offsets): chance ln B' and 1/B'.
-The day-disjoint measure is the one the alignment is judged on (< 0.8·ln B', issue 16): since version 3
+With ``align_level="patch"`` the candidates are the B·P (window, patch) pairs, and B, B' above count
+them. The day-disjoint measure is the one the alignment is judged on (< 0.8·ln B', issue 16): since version 3
 training never uses a window that shares a day with the anchor as a negative either.
 """
 
@@ -83,12 +84,13 @@ def diagnose(net, panel, t: np.ndarray, batch_size: int = 16, seed: int = 0) -> 
     if net.align is not None:
         out["align_loss"] = align_loss / n_align if n_align else float("nan")
         out["align_top1"] = align_top1 / n_align if n_align else float("nan")
-        out["align_chance"] = 1.0 / batch_size
-        out["align_ln_b"] = math.log(batch_size)
+        k = net.cfg.n_patches if net.cfg.align_level == "patch" else 1  # candidates per window
+        out["align_chance"] = 1.0 / (batch_size * k)
+        out["align_ln_b"] = math.log(batch_size * k)
         if n_dis:
             out["align_loss_disjoint"] = dis_loss / n_dis
             out["align_top1_disjoint"] = dis_top1 / n_dis
-            out["align_b_disjoint"] = b_dis
+            out["align_b_disjoint"] = b_dis * k
     return out
 
 
@@ -96,7 +98,7 @@ def _align_scores(net, r, mask) -> tuple[float, float]:
     """Symmetric InfoNCE and mean top-1 retrieval (TS→CS and CS→TS) of one batch's representation."""
     from .storm import info_nce
 
-    logits, valid = net.align.pair_logits(r.ts.cls, mask.bool(), r.cs.cls, r.cs.h)
+    logits, valid = net.align.pair_logits(r.ts.cls, mask.bool(), r.cs.cls, r.cs.h, ts_h=r.ts.h)
     logits = logits.float()
     target = torch.arange(logits.shape[0], device=logits.device)
     loss = info_nce(logits, valid)
