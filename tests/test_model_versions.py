@@ -24,9 +24,9 @@ def test_version_enters_identity_only_above_one(monkeypatch):
     ident = runner.identity(spec, FakeCtx())
     assert "model_version" not in ident and MODEL_VERSIONS["lstm"] == 1  # version-1 hashes unchanged
     storm = runner.RunSpec("portfolio", "dj30", "storm", "clean", "cpu", 0)
-    assert runner.identity(storm, FakeCtx())["model_version"] == model_version("storm") == 3
+    assert runner.identity(storm, FakeCtx())["model_version"] == model_version("storm") == 4
     h2 = runner.run_hash(storm, FakeCtx())
-    monkeypatch.setitem(MODEL_VERSIONS, "storm", 4)
+    monkeypatch.setitem(MODEL_VERSIONS, "storm", 5)
     assert runner.run_hash(storm, FakeCtx()) != h2  # a new version is a new run directory
 
 

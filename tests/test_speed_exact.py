@@ -77,7 +77,7 @@ def reference_forward(net, x, mask, y):
              else net.stock_query(x[:, -1]))                                        # 757ada5's query
         e = net.ln_e(net.stock_attn(q, c))
     if net.align is not None:
-        losses["contrastive"] = net.align(ts.cls, mask, cs.cls)
+        losses["contrastive"] = net.align(ts.cls, mask, cs.cls, None, cs.h, ts.h)
     r = Representation(e, net.ln_f(torch.cat(tokens, 1)), torch.cat(valid, 1), ts, cs, losses)
     pred, _, factor_losses = net.factor(r.e, r.f, mask, r.f_valid, y, False)
     losses = {**r.losses, **factor_losses}

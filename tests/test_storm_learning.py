@@ -91,7 +91,8 @@ def test_alignment_retrieves_the_window_on_held_out_data():
     X, Y = planted_state()
     T = len(X)
     torch.manual_seed(0)
-    model = STORM(StormConfig(n_stocks=N, n_features=F, window=W, d_model=32, n_heads=2, codebook_size=32))
+    model = STORM(StormConfig(n_stocks=N, n_features=F, window=W, d_model=32, n_heads=2, codebook_size=32,
+                              align_level="window"))
     train(model, X, Y, np.arange(W - 1, 600), steps=200)
     B = 16
     order = np.random.default_rng(2).permutation(np.arange(620, T))
@@ -125,7 +126,8 @@ def test_windows_that_share_a_day_are_not_negatives():
     assert ov.tolist() == [[False, True, False, False], [True, False, False, False],
                            [False, False, False, False], [False, False, False, False]]
     torch.manual_seed(0)
-    cfg = StormConfig(n_stocks=N, n_features=F, window=W, d_model=32, n_heads=2, codebook_size=32)
+    cfg = StormConfig(n_stocks=N, n_features=F, window=W, d_model=32, n_heads=2, codebook_size=32,
+                      align_level="window")
     align = STORM(cfg).align
     ts, cs, mask = torch.randn(4, N, 32), torch.randn(4, 32), torch.ones(4, N, dtype=torch.bool)
     logits = align.logits(ts, mask, cs)
@@ -198,7 +200,7 @@ def test_align_stock_drop_pools_a_random_subset_in_training_only():
     stocks (never an invalid one, never none); in eval mode, and with 0, it pools every valid stock."""
     torch.manual_seed(0)
     cfg = StormConfig(n_stocks=6, n_features=F, window=W, d_model=16, n_heads=2, codebook_size=16,
-                      align_stock_drop=0.5)
+                      align_level="window", align_stock_drop=0.5)
     align = STORM(cfg).align
     ts, cs = torch.randn(3, 6, 16), torch.randn(3, 16)
     mask = torch.tensor([[True] * 6, [True, True, False, False, False, False], [True] + [False] * 5])
@@ -224,12 +226,12 @@ def test_align_stock_drop_pools_a_random_subset_in_training_only():
 
 
 def test_patch_level_alignment_pairs_patches_and_masks_overlapping_ones():
-    """align_level="patch" (option): (B·P) pairs, TS patch tokens pooled over valid stocks against the
+    """align_level="patch" (version 4): (B·P) pairs, TS patch tokens pooled over valid stocks against the
     mean of the same p days' CS tokens; a patch that shares a day with the anchor's is not a negative;
     the diagnostics count B·P candidates."""
     torch.manual_seed(0)
     cfg = StormConfig(n_stocks=3, n_features=F, window=W, d_model=16, n_heads=2, codebook_size=16,
-                      patch_len=4, align_level="patch")
+                      patch_len=4)
     model = STORM(cfg)
     P = W // 4
     ts_h, cs_h = torch.randn(2, 3, P, 16), torch.randn(2, W, 16)

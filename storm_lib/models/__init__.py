@@ -30,7 +30,7 @@ MODEL_NAMES = tuple(_REGISTRY)
 #: MAGVIT-v2 entropy penalty, DeepSets alignment at weight 0.1, identity-query w/o-TS (issue 16).
 #: STORM 3: the alignment's negatives are only windows that share no day with the anchor (the ablations
 #: have no alignment, so they stay at 2).
-MODEL_VERSIONS = {name: 1 for name in _REGISTRY} | {"storm": 3, "storm_wo_ts": 2, "storm_wo_cs": 2}
+MODEL_VERSIONS = {name: 1 for name in _REGISTRY} | {"storm": 4, "storm_wo_ts": 2, "storm_wo_cs": 2}
 
 
 def model_version(name: str) -> int:

@@ -76,10 +76,10 @@ class StormConfig:
                                      # rose while retrieval improved (overconfident on new windows)
     align_pool: str = "mlp"          # TS summary: "mlp" = mean_i MLP(cls_i) (DeepSets); "mlp_id" = mean_i
                                      # MLP(cls_i + s_i), s_i a learned stock embedding; "mean": version 1
-    align_level: str = "window"      # "window": one TS summary vs the CS [cls] per window; "stock" (option,
-                                     # experimental): each stock's TS [cls] vs a CS read-out for that stock;
-                                     # "patch" (option): per p-day patch, the TS patch tokens pooled over
-                                     # stocks vs the CS day tokens of those p days
+    align_level: str = "patch"       # "patch" (version 4): per p-day patch, the TS patch tokens pooled over
+                                     # stocks vs the CS day tokens of those p days; "window" (version 3): one
+                                     # TS summary vs the CS [cls] per window; "stock" (option, experimental):
+                                     # each stock's TS [cls] vs a CS read-out for that stock
     align_negatives: str = "disjoint"  # InfoNCE negatives: "disjoint" = only windows that share no day with
                                        # the anchor (false-negative cancellation); "all": version 2
     align_stock_drop: float = 0.0    # training only: each stock leaves the TS summary's pool with this
