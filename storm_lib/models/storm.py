@@ -5,7 +5,7 @@ One file whose classes follow the paper's Figure 2 (equations: reference/paper.m
     x (B, W, N, F) ─┬─ TSModule: per-stock patches of p days → encoder → TS codebook → decoder → x'_ts
                     └─ CSModule: one token per day (all stocks) → encoder → CS codebook → decoder → x'_cs
     Fusion      : each stock's TS tokens cross-attend to the W CS day tokens        (§2.4, fine-grained)
-    Alignment   : symmetric InfoNCE between pooled TS [cls] and CS [cls]             (§2.4, semantic)
+    Alignment   : symmetric InfoNCE between pooled TS and CS tokens, per 4-day patch (§2.4, semantic)
     FactorModule: factor tokens f_k, stock embeddings e_i →
                   Posterior φ_FE(y, f) (training) / Prior φ_FP(f) → z_k ~ N(μ, σ)   (§2.5, FactorVAE)
                   ReturnDecoder ŷ_i = α_i + Σ_k β_ik z_k + ε                         (§2.5)
@@ -19,7 +19,7 @@ Deliberate departures from the released code (reference/official-code.md §10): 
 sample's own factor tokens, not across the mini-batch (§10.2; ``prior_across_batch=True`` reproduces the
 official layout for the protocol audit, see ``BatchAxisAttention``); the prediction is the prior mean
 unless ``sample=True`` (§10.13); every VQ loss counted once (§10.16); a gradient-trained codebook (§10.17) with a
-correctly signed diversity loss (§10.18); fusion on and contrastive alignment on [cls] summaries (§10.19);
+correctly signed diversity loss (§10.18); fusion on and contrastive alignment per patch on pooled tokens (§10.19);
 reconstruction of all features at weight 1 in both branches (§10.20); a Gaussian likelihood of y under
 the posterior-decoded distribution instead of an MSE on one sample (§10.21). Beyond FactorVAE, the same
 likelihood under the prior predictive (``nll_prior``) trains the prediction path directly (FactorModule).
@@ -410,11 +410,16 @@ def overlapping(days, window: int):
 
 
 class Alignment(nn.Module):
-    """Semantic alignment: symmetric InfoNCE (CLIP; Radford et al. 2021, Fig. 3) between the TS
-    summary of a sample and the CS [cls] of the same sample; the other samples of the batch are the
-    negatives. A training signal only: nothing here feeds ``pred``.
+    """Semantic alignment: symmetric InfoNCE (CLIP; Radford et al. 2021, Fig. 3) between a TS summary
+    and a CS summary of the same unit; the other units of the batch are the negatives. A training signal
+    only: nothing here feeds ``pred``.
 
-    TS summary (``align_pool``): ``"mlp"`` = mean over valid stocks of MLP(TS [cls]_i), a DeepSets
+    Unit (``align_level``): ``"patch"`` (version 4, :meth:`patch_logits`) = one p-day patch of a window;
+    ``"window"`` (versions 1–3) = the whole window, TS summary against the CS [cls]; ``"stock"`` (option).
+    Per window, the map between the two summaries memorised the ~43 day-disjoint training windows and
+    never carried to validation windows; per patch (~690 disjoint units) it does (issue 16, DESIGN.md).
+
+    TS summary (``align_pool``): ``"mlp"`` = mean over valid stocks of MLP(TS token_i), a DeepSets
     pooling (Zaheer et al. 2017); ``"mean"`` (version 1) = MLP-free mean of the [cls]. Why version 1 sat
     at ln(B): the features are cross-sectionally z-scored per day, so the plain mean over stocks of
     (nearly linear) per-stock summaries is almost the same vector for every window and identifies none;
