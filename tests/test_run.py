@@ -265,7 +265,7 @@ def test_portfolio_storm_run_tables(dj30_storm, data_dir):
             assert (split, k) in diag.index, (split, k)
         assert 1 <= diag[(split, "codes_used_cs")] <= 32 and 1 <= diag[(split, "perplexity_ts")] <= 32
     assert diag[("test", "codes_used_cs")] == (codes.query("branch == 'cs'")["count"] > 0).sum()
-    assert rec["model_version"] == rec["identity"]["model_version"] == model_version("storm") == 3
+    assert rec["model_version"] == rec["identity"]["model_version"] == model_version("storm") == 4
 
 
 def test_portfolio_market_row(dj30_storm, data_dir, cache):
