@@ -419,8 +419,10 @@ used (the dashed line is a perfectly even use), for the default-K run (first see
 Per split (train windows: every 4th; valid; test), in eval mode, mean over seeds: entries used and
 perplexity of the hard assignments of each codebook beside the value of the diversity loss (the paper's
 L_div, −H(p̄)/K: exp(−K·div) is the usage the loss reports) and of the entropy penalty; the TS↔CS
-alignment InfoNCE (chance level ln B) and top-1 retrieval of the matching window among B random windows
-(chance 1/B). STORM version 2 (DESIGN.md); version-1 runs did not record these."""),
+alignment InfoNCE and top-1 retrieval of the matching unit among the units of B random windows
+(`align_ln_b`, `align_chance`) and of B' windows that share no day (`align_b_disjoint` units, chance
+ln of it). Since STORM version 4 a unit is a 4-day patch, 16 per window; before, a window
+(DESIGN.md). Version-1 runs did not record these."""),
     code('''for u in ctx.universes:
     display(Markdown(f"**{ctx.label(u)}**"), nb.usage_table(m, u, ctx.models).round(3))'''),
     md("""
