@@ -432,6 +432,7 @@ class Alignment(nn.Module):
         self.pool = cfg.align_pool
         self.negatives, self.window, self.patch_len = cfg.align_negatives, cfg.window, cfg.patch_len
         self.stock_drop = cfg.align_stock_drop
+        self.units_per_window = cfg.n_patches if cfg.align_level == "patch" else 1  # InfoNCE candidates
         self.phi_ts = MLP(d, 2 * d, d) if self.pool in ("mlp", "mlp_id") else None
         self.stock_id = nn.Parameter(0.02 * torch.randn(cfg.n_stocks, d)) if self.pool == "mlp_id" else None
         self.proj_ts, self.proj_cs = nn.Linear(d, d), nn.Linear(d, d)
@@ -451,12 +452,19 @@ class Alignment(nn.Module):
             valid = mask.bool()
             keep = valid & (torch.rand(valid.shape, device=valid.device) >= self.stock_drop)
             mask = torch.where(keep.any(1, keepdim=True), keep, valid)
-        m = mask[..., None].to(ts_cls.dtype)
         h = ts_cls if self.stock_id is None else ts_cls + self.stock_id
+        return self._similarity(self._pool(h, mask), cs_cls)
+
+    def _pool(self, h, mask):
+        """DeepSets summary over the valid stocks: h (B, N, ..., d), mask (B, N) → mean_i φ(h_i) (B, ..., d)."""
+        m = mask.reshape(*mask.shape, *([1] * (h.dim() - 2))).to(h.dtype)
         h = self.phi_ts(h) if self.phi_ts is not None else h
-        ts = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def _similarity(self, ts, cs):
+        """ts, cs (M, d) → s · normalise(proj_ts ts) normalise(proj_cs cs)ᵀ (M, M), s the inverse temperature."""
         a = F.normalize(self.proj_ts(ts), dim=-1)
-        c = F.normalize(self.proj_cs(cs_cls), dim=-1)
+        c = F.normalize(self.proj_cs(cs), dim=-1)
         return self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
 
     def pair_logits(self, ts_cls, mask, cs_cls, cs_h, days=None, ts_h=None):
@@ -476,9 +484,7 @@ class Alignment(nn.Module):
             return self.patch_logits(ts_h, mask, cs_h, days), None
         b, n, d = ts_cls.shape
         read = self.read(self.read_query.expand(b, -1, -1), cs_h)
-        a = F.normalize(self.proj_ts(ts_cls), dim=-1).reshape(b * n, d)
-        c = F.normalize(self.proj_cs(read), dim=-1).reshape(b * n, d)
-        logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
+        logits = self._similarity(ts_cls.reshape(b * n, d), read.reshape(b * n, d))
         valid = mask.reshape(-1)
         drop = ~(valid[:, None] & valid[None, :])
         if days is not None and self.negatives == "disjoint":
@@ -496,13 +502,9 @@ class Alignment(nn.Module):
         share a day with the anchor's (windows that overlap). Twelve years hold ~690 day-disjoint 4-day
         patches against ~43 day-disjoint 64-day windows."""
         b, n, n_p, d = ts_h.shape
-        m = mask[:, :, None, None].to(ts_h.dtype)
-        h = self.phi_ts(ts_h) if self.phi_ts is not None else ts_h
-        ts = (h * m).sum(1) / m.sum(1).clamp_min(1.0)                               # (B, P, d)
-        cs = cs_h.reshape(b, n_p, -1, cs_h.shape[-1]).mean(2)                       # (B, P, d)
-        a = F.normalize(self.proj_ts(ts), dim=-1).reshape(b * n_p, d)
-        c = F.normalize(self.proj_cs(cs), dim=-1).reshape(b * n_p, d)
-        logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * a @ c.t()
+        ts = self._pool(ts_h, mask)                                                 # (B, P, d)
+        cs = cs_h.reshape(b, n_p, -1, d).mean(2)                                    # (B, P, d)
+        logits = self._similarity(ts.reshape(b * n_p, d), cs.reshape(b * n_p, d))
         if days is not None and self.negatives == "disjoint":
             offset = torch.arange(n_p, device=logits.device) * self.patch_len
             start = (torch.as_tensor(days, device=logits.device)[:, None] + offset).reshape(-1)

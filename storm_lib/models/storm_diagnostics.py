@@ -84,7 +84,7 @@ def diagnose(net, panel, t: np.ndarray, batch_size: int = 16, seed: int = 0) -> 
     if net.align is not None:
         out["align_loss"] = align_loss / n_align if n_align else float("nan")
         out["align_top1"] = align_top1 / n_align if n_align else float("nan")
-        k = net.cfg.n_patches if net.cfg.align_level == "patch" else 1  # candidates per window
+        k = net.align.units_per_window
         out["align_chance"] = 1.0 / (batch_size * k)
         out["align_ln_b"] = math.log(batch_size * k)
         if n_dis:
