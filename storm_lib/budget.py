@@ -11,6 +11,9 @@ validation RankIC. Test RankIC is read at that epoch and is never used to choose
 * :func:`choose`: the profile rule: the smallest budget whose mean validation RankIC is within one
   standard error (over seeds) of the best budget's; when that is the largest budget tried, the curve is
   still rising there and the choice is "inconclusive: needs >= X windows" (X the grid's next step).
+* :func:`profile_budgets`: the chosen budgets as ``Profile.budgets`` (the other torch models: equal
+  windows seen, the universe's largest chosen budget); a plain run of the profile then trains with its
+  budget and reuses the study's run of that budget (:func:`storm_lib.run.budget_twin`).
 
     python -m storm_lib.budget run --universe dj30 --model transformer factorvae [--seed 0 1] [--dry-run]
     python -m storm_lib.budget table [--universe dj30]
@@ -25,8 +28,10 @@ import sys
 import numpy as np
 import pandas as pd
 
+from .profiles import BUDGET_OPTION
+
 #: the option that sets a run's training budget (a TrainConfig field, see storm_lib.train.budget_plan)
-OPTION = "budget_windows"
+OPTION = BUDGET_OPTION
 #: budgets in training windows. DJ30: 1k .. 64k (64x; the cpu profile's plain runs saw ~3-8k).
 #: SP500: 600 .. 16,800 windows = about 0.2 / 1 / 2 / 6 passes over its ~2,770 clean training days
 #: (28x), so the largest reaches the >= 5 passes issue 18 asks of STORM.
@@ -155,6 +160,27 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
                                        "best_val_se", "largest_budget", "status", "missing"])
 
 
+def profile_budgets(choices: pd.DataFrame) -> dict:
+    """The ``Profile.budgets`` map (universe -> model -> windows) that the rule gives, from :func:`choose`'s
+    table. Each studied family gets its chosen budget (the largest one run where the curve is still
+    rising: such a row says "inconclusive" on the budget page and in the verdict). Every other torch
+    model gets the largest budget chosen for any family of its universe: equal windows seen, so no
+    learned baseline sees fewer training windows than a studied model (selection by validation RankIC
+    at every epoch keeps a long budget from overfitting the chosen epoch). A universe with a family
+    whose curve is not run yet (fewer than two budgets) is left out."""
+    from .models import MODEL_NAMES, TorchReturnModel, model_class
+
+    torch_models = [m for m in MODEL_NAMES if issubclass(model_class(m), TorchReturnModel)]
+    out: dict = {}
+    for universe, d in choices.groupby("universe", sort=True):
+        if d["chosen_budget"].isna().any() or not set(MODELS) <= set(d["model"]):
+            continue
+        chosen = {m: int(b) for m, b in zip(d["model"], d["chosen_budget"])}
+        rest = max(chosen.values())
+        out[universe] = {m: chosen.get(m, rest) for m in torch_models}
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
@@ -191,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(summary)
                   else "no finished budget runs")
             if len(summary):
+                chosen = choose(summary)
                 print()
-                print(choose(summary).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+                print(chosen.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+                print(f"\nProfile.budgets by the rule (universes whose five curves all have >= 2 budgets): "
+                      f"{profile_budgets(chosen)}")
         return 0
     from .run import check_spec, run_grid
 

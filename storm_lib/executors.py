@@ -192,7 +192,7 @@ class RayExecutor:
         """Rows as :func:`storm_lib.run.run_grid` returns them, in the order of ``specs``."""
         from tqdm.auto import tqdm
 
-        from .run import RunContext, check_spec, is_finished, results_root, run_dir
+        from .run import RunContext, budget_twin, check_spec, is_finished, results_root, run_dir, run_one
         from .tasks import RunCache
 
         specs = list(specs)
@@ -214,6 +214,9 @@ class RayExecutor:
                 rows[i] = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
                 continue
             rows[i] = {**base, "status": "skipped", "run_dir": str(path)} if is_finished(path) else None
+            twin = budget_twin(spec) if rows[i] is None else None
+            if twin is not None and is_finished(run_dir(twin, root, ctx)):  # adopted here: a copy, no training
+                rows[i] = run_one(spec, root, data_dir, progress=False, cache=ctx.cache, argv=argv)
             if rows[i] is None:
                 todo.append(i)
         bar = tqdm(total=len(specs), desc="runs (ray)", disable=not progress, unit="run")

@@ -52,6 +52,11 @@ class Profile:
     #: fits the profile's time budget; applied by ``TorchReturnModel`` unless the user overrides them
     large: dict = field(default_factory=dict)
     large_n: int = 100
+    #: training budgets chosen from the budget study (issue 18, :func:`storm_lib.budget.profile_budgets`):
+    #: universe name -> torch model name -> windows. A run of a listed (universe, model) without its own
+    #: ``budget_windows`` option trains with that budget (:func:`run_budget`); not part of
+    #: :func:`profile_identity`: the budget enters the identity of the runs it applies to.
+    budgets: dict = field(default_factory=dict)
 
     def with_train(self, **kw) -> "Profile":
         return replace(self, train=replace(self.train, **kw))
@@ -99,10 +104,25 @@ def profile_identity(profile: str | Profile) -> dict:
 
     out = asdict(get_profile(profile))
     out.pop("note", None)
+    out.pop("budgets", None)  # per run: storm_lib.run.code_identity adds the run's budget (run_budget)
     for k, v in IDENTITY_NEUTRAL.items():
         if k in out["train"] and out["train"][k] == v:
             del out["train"][k]
     return out
+
+
+#: the option (a TrainConfig field) that sets a run's training budget in windows
+BUDGET_OPTION = "budget_windows"
+
+
+def run_budget(profile: str | Profile, universe: str, model: str, options: dict | None = None) -> int | None:
+    """The training budget (windows) the profile gives a run of ``model`` on ``universe`` when its
+    ``options`` do not set :data:`BUDGET_OPTION`: ``profile.budgets[universe][model]``, else None
+    (early stopping as configured). An explicit option always wins, so this returns None then."""
+    if options and BUDGET_OPTION in options:
+        return None
+    value = get_profile(profile).budgets.get(str(universe), {}).get(str(model))
+    return None if value is None else int(value)
 
 
 def get_profile(profile: str | Profile) -> Profile:

@@ -53,7 +53,7 @@ from . import executors
 from .features import FEATURE_VERSION
 from .models import model_version
 from .panel import PROTOCOLS, get_protocol, split_indices
-from .profiles import PROFILES, get_profile, profile_identity
+from .profiles import BUDGET_OPTION, PROFILES, get_profile, profile_identity, run_budget
 from .tasks import TASKS, RunCache, RunContext, RunOutput
 from .utils import atomic_write, shown_path
 
@@ -254,7 +254,8 @@ def identity(spec: RunSpec, ctx: RunContext) -> dict:
     """Everything the identity hash covers (loads the universe's prices to hash them)."""
     out = code_identity(spec)
     out["data"] = _data_identity(spec, ctx)
-    keys = ("spec", "profile", "task_config", "data", "feature_version", "results_version", "model_version")
+    keys = ("spec", "profile", "budget_windows", "task_config", "data", "feature_version", "results_version",
+            "model_version")
     return {k: out[k] for k in keys if k in out}
 
 
@@ -270,7 +271,50 @@ def code_identity(spec: RunSpec) -> dict:
     version = model_version(spec.model)
     if version > 1:  # absent at version 1, so the directories of unchanged models keep their hashes
         out["model_version"] = version
+    budget = run_budget(spec.profile, spec.universe, spec.model, spec.options_dict)
+    if budget is not None:  # the profile's chosen budget (absent without one: older runs keep their hashes)
+        out["budget_windows"] = budget
     return out
+
+
+def budget_twin(spec: RunSpec) -> RunSpec | None:
+    """The same run with the profile's training budget as an explicit ``budget_windows`` option (a run of
+    the budget study, :mod:`storm_lib.budget`), or None when the profile sets no budget for ``spec``.
+    Both train the same model with the same settings and seed, so their outputs are the same."""
+    budget = run_budget(spec.profile, spec.universe, spec.model, spec.options_dict)
+    if budget is None:
+        return None
+    return RunSpec.make(spec.task, spec.universe, spec.model, spec.protocol, spec.profile, spec.seed,
+                        {**spec.options_dict, BUDGET_OPTION: budget})
+
+
+def _adopt(spec: RunSpec, ctx: RunContext, twin_dir: Path, partial: Path, started: str, t0: float,
+           argv: list[str] | None) -> None:
+    """Fill ``partial`` with the finished run ``twin_dir`` of :func:`budget_twin` (its tables and facts)
+    under this spec's identity, recording where they came from (``adopted_from``: the twin's directory
+    relative to the results root, its hash and compute). ``compute_seconds`` of the adopted run is the
+    copy's own time: the training is counted once, in the twin."""
+    twin_record = json.loads((twin_dir / "run.json").read_text())
+    for f in twin_dir.iterdir():
+        if f.is_file() and f.name != "run.json":
+            shutil.copy2(f, partial / f.name)
+    root = twin_dir.parents[3]  # <root>/<task>/<universe>/<model>/<run>
+    record = {
+        **twin_record,
+        "spec": {**asdict(spec), "options": spec.options_dict},
+        "hash": run_hash(spec, ctx),
+        "identity": identity(spec, ctx),
+        "config": {**(twin_record.get("config") or {}), "options": spec.options_dict},
+        "adopted_from": {"run": twin_dir.relative_to(root).as_posix(), "hash": twin_record.get("hash"),
+                         "compute_seconds": compute_seconds(twin_dir, twin_record)},
+        "started": started,
+        "finished": _now(),
+        "wall_seconds": round(time.perf_counter() - t0, 3),
+        "command": spec.command(),
+        "argv": None if argv is None else [shown_path(a) if os.path.isabs(a) else a for a in argv],
+    }
+    (partial / "owner.json").unlink(missing_ok=True)
+    atomic_write(partial / "run.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str) + "\n"))
 
 
 def _data_identity(spec: RunSpec, ctx: RunContext) -> dict:
@@ -479,7 +523,9 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
             cache: RunCache | None = None, argv: list[str] | None = None, raise_errors: bool = False) -> dict:
     """Run ``spec`` unless finished; returns a summary row (spec columns, status, seconds, run_dir, error).
 
-    Status: ``done``, ``skipped`` (already finished), ``busy`` (another live process is running it) or
+    Status: ``done``, ``skipped`` (already finished), ``adopted`` (the profile gives this run a training
+    budget and the budget study's run of it, :func:`budget_twin`, is finished: its outputs are copied),
+    ``busy`` (another live process is running it) or
     ``failed`` (``error`` holds the traceback; the partial directory is removed; ``raise_errors``
     re-raises the exception after the cleanup). An interruption
     (``KeyboardInterrupt``, a killed process) leaves ``.<name>.partial/scratch`` so the rerun resumes
@@ -512,7 +558,14 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
     ctx.scratch = partial / "scratch"
     ctx.fits = fits_dir()
     started = _now()
+    twin = budget_twin(spec)
+    twin_dir = run_dir(twin, results_dir, ctx) if twin is not None else None
     try:
+        if twin_dir is not None and is_finished(twin_dir):  # the budget study already ran this training
+            _adopt(spec, ctx, twin_dir, partial, started, t0, argv)
+            os.rename(partial, final)
+            row.update(status="adopted", seconds=round(time.perf_counter() - t0, 3))
+            return row
         out: RunOutput = TASKS[spec.task](spec, ctx)
         for name, frame in out.tables.items():
             _write_table(partial, name, frame)
@@ -562,7 +615,7 @@ def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop
              cache: RunCache | None = None, argv: list[str] | None = None, executor=None) -> pd.DataFrame:
     """Run ``specs`` in order, skipping finished ones; prices and panels are shared through ``cache``.
 
-    Returns one row per spec: spec columns, ``status`` (done / skipped / busy / failed), ``seconds``,
+    Returns one row per spec: spec columns, ``status`` (done / skipped / adopted / busy / failed), ``seconds``,
     ``run_dir``, ``error`` (the traceback of a failed run). ``stop_on_error``: re-raise the first
     failure's exception (its partial directory removed; finished runs stay finished).
     ``executor``: None / ``"local"`` (this process), ``"ray"`` (one Ray task per run, the same run
@@ -709,14 +762,17 @@ def compute_seconds(path: str | os.PathLike, record: dict | None = None) -> floa
 def list_runs(results_dir=None) -> pd.DataFrame:
     """One row per finished run: spec columns, finished timestamp, wall seconds (the finishing attempt),
     compute seconds (:func:`compute_seconds`: with earlier, interrupted attempts' fits), model version,
-    superseded (an older model version than the newest in its group, see :func:`load_results`), run_dir."""
+    superseded (an older model version than the newest in its group, see :func:`load_results`), adopted
+    (the run is a copy of the budget-study run it names, whose compute counts there: :func:`run_one`), run_dir."""
     runs = finished_runs(results_dir)
     old = superseded_runs(runs)
     rows = [{**_spec_of(r).as_row(), "finished": r.get("finished"), "wall_seconds": r.get("wall_seconds"),
              "compute_seconds": compute_seconds(p, r), "model_version": record_model_version(r),
-             "superseded": p in old, "run_dir": str(p)} for p, r in runs]
+             "superseded": p in old, "adopted_from": (r.get("adopted_from") or {}).get("run"),
+             "run_dir": str(p)} for p, r in runs]
     return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["finished", "wall_seconds", "compute_seconds",
-                                                            "model_version", "superseded", "run_dir"])
+                                                            "model_version", "superseded", "adopted_from",
+                                                            "run_dir"])
 
 
 def load_table(run: str | os.PathLike | RunSpec, name: str, results_dir=None, data_dir=None) -> pd.DataFrame:
@@ -879,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
                            argv=["python", "-m", "storm_lib.run", *argv], executor=executor)
         for row in summary.itertuples():
             print(f"\n{row.status}: {row.run_dir or ''} ({row.seconds:.1f} s)")
-            if row.status in ("done", "skipped"):
+            if row.status in ("done", "skipped", "adopted"):
                 print_metrics(row.run_dir)
             elif row.error:
                 print(row.error.rstrip().splitlines()[-1])

@@ -194,3 +194,19 @@ def test_cli_dry_run_prints_the_runner_commands_and_table_reads_runs(tmp_path, c
     assert budget.main(["table", "--results-dir", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "factorvae" in text and "0.03" in text and "not run yet" in text
+
+
+def test_profile_budgets_give_the_families_their_choice_and_other_torch_models_the_largest():
+    runs = pd.concat([_runs({1000: [0.01, 0.012], 4000: [0.03, 0.031], 16000: [0.03, 0.032]}, model=m)
+                      for m in ("transformer", "factorvae", "storm_wo_ts", "storm_wo_cs")]
+                     + [_runs({1000: [0.00, 0.01], 4000: [0.01, 0.02], 16000: [0.05, 0.052]}, model="storm")])
+    chosen = budget.choose(budget.summarise(runs), grid={"dj30": (1000, 4000, 16000)})
+    got = budget.profile_budgets(chosen)
+    assert set(got) == {"dj30"}
+    b = got["dj30"]
+    assert b["transformer"] == b["factorvae"] == 4000 and b["storm"] == 16000   # storm: still rising
+    assert b["lstm"] == b["hirevae"] == b["cafactor"] == 16000                     # equal windows seen
+    assert "lightgbm" not in b                                                      # not a torch model
+    # a universe with a family not run yet gets no budgets
+    assert budget.profile_budgets(budget.choose(budget.summarise(runs[runs["model"] != "storm"]),
+                                                grid={"dj30": (1000, 4000, 16000)})) == {}

@@ -454,3 +454,43 @@ def test_python_dash_m_dry_run_on_the_sample(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "todo" in proc.stdout and "portfolio/sample/market/sample-smoke-seed0-" in proc.stdout
+
+
+def test_a_profile_budget_trains_with_it_and_adopts_the_budget_study_run(data_dir, tmp_path, cache, monkeypatch):
+    """A profile's chosen budget (Profile.budgets) enters the plain run's identity and its fit; when the
+    budget study already ran that training (the same spec with the option budget_windows), the plain
+    run is a copy of it, and the copy is byte for byte what a fresh run writes."""
+    from dataclasses import replace
+
+    from storm_lib import profiles
+
+    monkeypatch.setenv("STORM_REUSE_FITS", "0")
+    plain = RunSpec("portfolio", "dj30", "lstm", profile="smoke", seed=2)
+    other = RunSpec("portfolio", "dj30", "transformer", profile="smoke", seed=2)
+    before = runner.code_identity(plain), runner.code_identity(other)
+    monkeypatch.setitem(profiles.PROFILES, "smoke",
+                        replace(profiles.PROFILES["smoke"], budgets={"dj30": {"lstm": 80}}))
+    assert "budget_windows" not in before[0] and runner.code_identity(plain)["budget_windows"] == 80
+    assert runner.code_identity(other) == before[1]          # no budget for it: its hash is unchanged
+    twin = runner.budget_twin(plain)
+    assert twin.options_dict == {"budget_windows": 80} and runner.budget_twin(twin) is None  # an option wins
+    assert runner.budget_twin(other) is None
+
+    study = run_grid([twin, plain], tmp_path / "a", data_dir=data_dir, progress=False, cache=cache)
+    assert list(study["status"]) == ["done", "adopted"], study["error"].tolist()
+    fresh = run_grid([plain], tmp_path / "b", data_dir=data_dir, progress=False, cache=cache)
+    assert fresh["status"][0] == "done", fresh["error"][0]
+    a, b, t = Path(study["run_dir"][1]), Path(fresh["run_dir"][0]), Path(study["run_dir"][0])
+    assert a.relative_to(tmp_path / "a") == b.relative_to(tmp_path / "b")   # the same hash, same place
+    rec_a, rec_b = (json.loads((x / "run.json").read_text()) for x in (a, b))
+    assert rec_b["info"]["windows_seen"] == 80 and rec_b["identity"]["budget_windows"] == 80
+    assert rec_a["identity"] == rec_b["identity"] and rec_a["spec"]["options"] == {}
+    assert rec_a["adopted_from"]["run"] == t.relative_to(tmp_path / "a").as_posix()
+    for name in ("metrics.csv", "daily.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ha, hb = (pd.read_csv(x / "history.csv").drop(columns="seconds") for x in (a, b))
+    pd.testing.assert_frame_equal(ha, hb, check_exact=True)
+    pd.testing.assert_frame_equal(load_table(a, "scores"), load_table(b, "scores"), check_exact=True)
+    runs = runner.list_runs(tmp_path / "a").set_index("options")
+    assert runs.loc["", "adopted_from"] == rec_a["adopted_from"]["run"]
+    assert pd.isna(runs.loc["budget_windows=80", "adopted_from"])

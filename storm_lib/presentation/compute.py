@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..profiles import BUDGET_OPTION
 from .fmt import _fmt_duration, markdown_table
 from .paper import model_label
 
 # --------------------------------------------------------------------------- compute record
 
 _SWEEP_OPTIONS = frozenset({"codebook_size"})
-_BUDGET_OPTIONS = frozenset({"budget_windows"})  # storm_lib.budget.OPTION
+_BUDGET_OPTIONS = frozenset({BUDGET_OPTION})
 
 
 def run_purpose(task: str, protocol: str, options: str) -> str:
@@ -66,7 +67,12 @@ def compute_markdown(runs: pd.DataFrame) -> str:
                      "wall time": _fmt_duration(float(g["total_s"].sum())), "by model": per_model})
     rows.append({"part": "**total**", "universe": "", "runs": int(c["runs"].sum()), "seeds": "",
                  "wall time": _fmt_duration(float(c["total_s"].sum())), "by model": ""})
-    return markdown_table(pd.DataFrame(rows), index=False)
+    text = markdown_table(pd.DataFrame(rows), index=False)
+    adopted = int(runs["adopted_from"].notna().sum()) if "adopted_from" in runs else 0
+    if adopted:
+        text += (f"\n\n{adopted} of these runs are copies of budget-study runs with the same training (the "
+                 "profile's chosen budget): their training is counted once, under Training budget.")
+    return text
 
 
 def _list_runs(path) -> pd.DataFrame:
