@@ -28,7 +28,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from .profiles import BUDGET_OPTION
+from .profiles import BUDGET_OPTION, get_profile
 
 #: the option that sets a run's training budget (a TrainConfig field, see storm_lib.train.budget_plan)
 OPTION = BUDGET_OPTION
@@ -56,16 +56,18 @@ def specs(universes, models, seeds=SEEDS, budgets=None, profile: str = "cpu", pr
     out = []
     for universe in universes:
         grid = sorted(budgets or BUDGETS[universe])
+        extra = get_profile(profile).budget_options.get(universe, {})  # e.g. SP500's validation interval
         for b in grid:
             for m in models:
                 for s in seeds:
-                    out.append(RunSpec.make("portfolio", universe, m, protocol, profile, s, {OPTION: int(b)}))
+                    out.append(RunSpec.make("portfolio", universe, m, protocol, profile, s, {**extra, OPTION: int(b)}))
     return out
 
 
 def load(results_dir=None, include_superseded: bool = False, protocol: str = "clean",
          profile: str = "cpu") -> pd.DataFrame:
-    """One row per finished budget run (only the option :data:`OPTION`, no other options): the columns
+    """One row per finished budget run (the option :data:`OPTION` and exactly the universe's
+    ``Profile.budget_options``, no other options): the columns
     :data:`COLUMNS`. ``val_RankIC`` is the selected epoch's (the best by validation), ``test_RankIC`` the
     test RankIC of that same model; both the standard convention. ``compute_seconds`` includes earlier,
     interrupted attempts (:func:`storm_lib.run.compute_seconds`). Runs of an older model version than the
@@ -78,8 +80,10 @@ def load(results_dir=None, include_superseded: bool = False, protocol: str = "cl
     for path, record in runs:
         spec = _spec_of(record)
         opts = spec.options_dict
-        if (spec.task != "portfolio" or set(opts) != {OPTION} or spec.protocol != protocol
-                or spec.profile != profile or (path in old and not include_superseded)):
+        extra = {k: v for k, v in opts.items() if k != OPTION}
+        if (spec.task != "portfolio" or OPTION not in opts or spec.protocol != protocol or spec.profile != profile
+                or extra != get_profile(profile).budget_options.get(spec.universe, {})
+                or (path in old and not include_superseded)):
             continue
         m = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
         m = m[(m["convention"] == "standard") & (m["metric"] == "RankIC")].set_index("split")["value"]

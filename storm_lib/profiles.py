@@ -54,9 +54,13 @@ class Profile:
     large_n: int = 100
     #: training budgets chosen from the budget study (issue 18, :func:`storm_lib.budget.profile_budgets`):
     #: universe name -> torch model name -> windows. A run of a listed (universe, model) without its own
-    #: ``budget_windows`` option trains with that budget (:func:`run_budget`); not part of
+    #: ``budget_windows`` option trains with that budget (:func:`budget_options`); not part of
     #: :func:`profile_identity`: the budget enters the identity of the runs it applies to.
     budgets: dict = field(default_factory=dict)
+    #: universe name -> training options that every budget run on it takes, the study's (storm_lib.budget
+    #: puts them in its specs) and those of ``budgets`` (:func:`budget_options`); e.g. a validation pass
+    #: every 800 windows on SP500, where one costs about as much as 25 training steps. Not in the identity.
+    budget_options: dict = field(default_factory=dict)
 
     def with_train(self, **kw) -> "Profile":
         return replace(self, train=replace(self.train, **kw))
@@ -79,6 +83,10 @@ PROFILES: dict[str, Profile] = {
              "training days), then a validation pass; at most 20 epochs, patience 4. SP500 (408 stocks): "
              "batches of 8, 25 per epoch, at most 10 epochs, patience 3, to stay within about an hour",
         large=dict(batch_size=8, steps_per_epoch=25, max_epochs=10, patience=3, eval_batch_size=16),
+        # a validation pass on SP500 (prediction + STORM's diagnostics over 504 days) costs about as much as
+        # 25 training steps (measured: 221 s of steps, 232 s of validation per epoch), so budget runs
+        # there validate every 100 x 8 = 800 windows, near DJ30's 960
+        budget_options={"sp500": {"steps_per_epoch": 100}},
     ),
     "paper": Profile(
         "paper", window=64,
@@ -104,7 +112,8 @@ def profile_identity(profile: str | Profile) -> dict:
 
     out = asdict(get_profile(profile))
     out.pop("note", None)
-    out.pop("budgets", None)  # per run: storm_lib.run.code_identity adds the run's budget (run_budget)
+    out.pop("budgets", None)  # per run: storm_lib.run.code_identity adds the run's budget (budget_options)
+    out.pop("budget_options", None)
     for k, v in IDENTITY_NEUTRAL.items():
         if k in out["train"] and out["train"][k] == v:
             del out["train"][k]
@@ -115,14 +124,18 @@ def profile_identity(profile: str | Profile) -> dict:
 BUDGET_OPTION = "budget_windows"
 
 
-def run_budget(profile: str | Profile, universe: str, model: str, options: dict | None = None) -> int | None:
-    """The training budget (windows) the profile gives a run of ``model`` on ``universe`` when its
-    ``options`` do not set :data:`BUDGET_OPTION`: ``profile.budgets[universe][model]``, else None
-    (early stopping as configured). An explicit option always wins, so this returns None then."""
+def budget_options(profile: str | Profile, universe: str, model: str, options: dict | None = None) -> dict | None:
+    """The training options the profile gives a run of ``model`` on ``universe`` whose ``options`` do not
+    set :data:`BUDGET_OPTION`: ``{budget_windows: profile.budgets[universe][model], **profile.budget_options
+    [universe]}``; None when the profile chose no budget for it (early stopping as configured) or when
+    ``options`` set a budget of their own (an explicit option always wins)."""
     if options and BUDGET_OPTION in options:
         return None
-    value = get_profile(profile).budgets.get(str(universe), {}).get(str(model))
-    return None if value is None else int(value)
+    p = get_profile(profile)
+    value = p.budgets.get(str(universe), {}).get(str(model))
+    if value is None:
+        return None
+    return {**p.budget_options.get(str(universe), {}), BUDGET_OPTION: int(value)}
 
 
 def get_profile(profile: str | Profile) -> Profile:

@@ -53,7 +53,7 @@ from . import executors
 from .features import FEATURE_VERSION
 from .models import model_version
 from .panel import PROTOCOLS, get_protocol, split_indices
-from .profiles import BUDGET_OPTION, PROFILES, get_profile, profile_identity, run_budget
+from .profiles import PROFILES, budget_options, get_profile, profile_identity
 from .tasks import TASKS, RunCache, RunContext, RunOutput
 from .utils import atomic_write, shown_path
 
@@ -254,7 +254,7 @@ def identity(spec: RunSpec, ctx: RunContext) -> dict:
     """Everything the identity hash covers (loads the universe's prices to hash them)."""
     out = code_identity(spec)
     out["data"] = _data_identity(spec, ctx)
-    keys = ("spec", "profile", "budget_windows", "task_config", "data", "feature_version", "results_version",
+    keys = ("spec", "profile", "budget", "task_config", "data", "feature_version", "results_version",
             "model_version")
     return {k: out[k] for k in keys if k in out}
 
@@ -271,21 +271,22 @@ def code_identity(spec: RunSpec) -> dict:
     version = model_version(spec.model)
     if version > 1:  # absent at version 1, so the directories of unchanged models keep their hashes
         out["model_version"] = version
-    budget = run_budget(spec.profile, spec.universe, spec.model, spec.options_dict)
+    budget = budget_options(spec.profile, spec.universe, spec.model, spec.options_dict)
     if budget is not None:  # the profile's chosen budget (absent without one: older runs keep their hashes)
-        out["budget_windows"] = budget
+        out["budget"] = budget
     return out
 
 
 def budget_twin(spec: RunSpec) -> RunSpec | None:
-    """The same run with the profile's training budget as an explicit ``budget_windows`` option (a run of
-    the budget study, :mod:`storm_lib.budget`), or None when the profile sets no budget for ``spec``.
-    Both train the same model with the same settings and seed, so their outputs are the same."""
-    budget = run_budget(spec.profile, spec.universe, spec.model, spec.options_dict)
+    """The same run with the profile's training budget as explicit options (``budget_windows`` and the
+    universe's ``budget_options``: a run of the budget study, :mod:`storm_lib.budget`), or None when the
+    profile sets no budget for ``spec``. Both train the same model with the same settings and seed, so
+    their outputs are the same."""
+    budget = budget_options(spec.profile, spec.universe, spec.model, spec.options_dict)
     if budget is None:
         return None
     return RunSpec.make(spec.task, spec.universe, spec.model, spec.protocol, spec.profile, spec.seed,
-                        {**spec.options_dict, BUDGET_OPTION: budget})
+                        {**budget, **spec.options_dict})
 
 
 def _adopt(spec: RunSpec, ctx: RunContext, twin_dir: Path, partial: Path, started: str, t0: float,

@@ -469,11 +469,13 @@ def test_a_profile_budget_trains_with_it_and_adopts_the_budget_study_run(data_di
     other = RunSpec("portfolio", "dj30", "transformer", profile="smoke", seed=2)
     before = runner.code_identity(plain), runner.code_identity(other)
     monkeypatch.setitem(profiles.PROFILES, "smoke",
-                        replace(profiles.PROFILES["smoke"], budgets={"dj30": {"lstm": 80}}))
-    assert "budget_windows" not in before[0] and runner.code_identity(plain)["budget_windows"] == 80
+                        replace(profiles.PROFILES["smoke"], budgets={"dj30": {"lstm": 80}},
+                                budget_options={"dj30": {"steps_per_epoch": 5}}))
+    budget = {"budget_windows": 80, "steps_per_epoch": 5}
+    assert "budget" not in before[0] and runner.code_identity(plain)["budget"] == budget
     assert runner.code_identity(other) == before[1]          # no budget for it: its hash is unchanged
     twin = runner.budget_twin(plain)
-    assert twin.options_dict == {"budget_windows": 80} and runner.budget_twin(twin) is None  # an option wins
+    assert twin.options_dict == budget and runner.budget_twin(twin) is None  # an option wins
     assert runner.budget_twin(other) is None
 
     study = run_grid([twin, plain], tmp_path / "a", data_dir=data_dir, progress=False, cache=cache)
@@ -483,7 +485,8 @@ def test_a_profile_budget_trains_with_it_and_adopts_the_budget_study_run(data_di
     a, b, t = Path(study["run_dir"][1]), Path(fresh["run_dir"][0]), Path(study["run_dir"][0])
     assert a.relative_to(tmp_path / "a") == b.relative_to(tmp_path / "b")   # the same hash, same place
     rec_a, rec_b = (json.loads((x / "run.json").read_text()) for x in (a, b))
-    assert rec_b["info"]["windows_seen"] == 80 and rec_b["identity"]["budget_windows"] == 80
+    assert rec_b["info"]["windows_seen"] == 80 and rec_b["identity"]["budget"] == budget
+    assert len(pd.read_csv(b / "history.csv")) == 2      # 80 windows in epochs of 5 steps x 8
     assert rec_a["identity"] == rec_b["identity"] and rec_a["spec"]["options"] == {}
     assert rec_a["adopted_from"]["run"] == t.relative_to(tmp_path / "a").as_posix()
     for name in ("metrics.csv", "daily.csv"):
@@ -493,4 +496,4 @@ def test_a_profile_budget_trains_with_it_and_adopts_the_budget_study_run(data_di
     pd.testing.assert_frame_equal(load_table(a, "scores"), load_table(b, "scores"), check_exact=True)
     runs = runner.list_runs(tmp_path / "a").set_index("options")
     assert runs.loc["", "adopted_from"] == rec_a["adopted_from"]["run"]
-    assert pd.isna(runs.loc["budget_windows=80", "adopted_from"])
+    assert pd.isna(runs.loc["budget_windows=80,steps_per_epoch=5", "adopted_from"])

@@ -529,6 +529,9 @@ RankIC. Test RankIC is read at that same epoch and is shown separately: it never
 
 The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 windows (64x); SP500 600 /
 2,800 / 5,600 / 16,800 windows, about 0.2 / 1 / 2 / 6 passes over its training days; two seeds per point.
+An SP500 epoch of a budget run is 100 batches of 8 (800 windows, option `steps_per_epoch=100`,
+`Profile.budget_options`), near DJ30's 960: a validation pass over SP500's 504 validation days costs about as
+much as 25 training steps, so validating every 200 windows would spend half the compute on validation.
 For comparison, the `cpu` profile's plain runs (early stopping) saw 3,200 to 11,500 windows on DJ30 and
 1,000 to 5,300 on SP500 (epochs run x steps per epoch x batch size, from their `history.csv`).
 
@@ -581,7 +584,10 @@ passes over the training days, mean ± SE and compute; `not run yet` where no se
 
 The profile rule applied to the curves above, per universe and model, with a generated reading. A model
 whose curve is still rising at the largest budget run is **inconclusive** at this profile: its verdict
-elsewhere in the book must say so."""),
+elsewhere in the book must say so. The chosen budgets become the profile's `budgets`
+(`storm_lib.budget.profile_budgets`; torch models without a curve of their own get the universe's largest
+chosen budget: equal windows seen). A table run of the profile then trains with its budget, and where this
+study already ran that training it is a copy of the study's run (`adopted_from` in its `run.json`)."""),
     code('''for u in ctx.universes:
     display(Markdown(f"### {ctx.label(u)}"), nb.budget_choice_table(choice, u, ctx.models),
             Markdown(nb.budget_text(choice, u, ctx.label(u), ctx.models)))'''),

@@ -14,6 +14,7 @@ from .paper import model_label
 
 _SWEEP_OPTIONS = frozenset({"codebook_size"})
 _BUDGET_OPTIONS = frozenset({BUDGET_OPTION})
+_BUDGET_EXTRA = frozenset({"steps_per_epoch"})  # Profile.budget_options (SP500's validation interval)
 
 
 def run_purpose(task: str, protocol: str, options: str) -> str:
@@ -28,7 +29,7 @@ def run_purpose(task: str, protocol: str, options: str) -> str:
         return "Tables 2, 4, ablations"
     if protocol == "clean" and set(opts) <= _SWEEP_OPTIONS:
         return "Figure 3 (codebook sweep)"
-    if protocol == "clean" and set(opts) == _BUDGET_OPTIONS:
+    if protocol == "clean" and _BUDGET_OPTIONS <= set(opts) <= _BUDGET_OPTIONS | _BUDGET_EXTRA:
         return "Training budget"
     return "audit"
 

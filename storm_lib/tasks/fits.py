@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..profiles import BUDGET_OPTION, profile_identity, run_budget
+from ..profiles import budget_options, profile_identity
 
 #: the package modules whose source decides a fit (hashed into :func:`fit_key`)
 TRAINING_SOURCES = ("models", "train.py", "panel.py", "features.py", "profiles.py", "data.py")
@@ -103,9 +103,9 @@ def fit_model(ctx, universe: str, name: str, kwargs: dict, panel, protocol, prof
     name how ``panel`` was built (they are part of the fit key); ``command`` is recorded with a stored fit."""
     from ..models import TorchReturnModel, make_model
 
-    budget = run_budget(profile, universe, name, kwargs)  # the profile's chosen budget, unless kwargs set one
+    budget = budget_options(profile, universe, name, kwargs)  # the profile's chosen budget, unless kwargs set one
     if budget is not None:
-        kwargs = {**kwargs, BUDGET_OPTION: budget}
+        kwargs = {**budget, **kwargs}
     model = make_model(name, profile=profile, seed=seed, progress=ctx.progress, **kwargs)
     torch_model = isinstance(model, TorchReturnModel)
     store = getattr(ctx, "fits", None) if torch_model else None
