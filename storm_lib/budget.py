@@ -17,6 +17,12 @@ validation RankIC. Test RankIC is read at that epoch and is never used to choose
 
     python -m storm_lib.budget run --universe dj30 --model transformer factorvae [--seed 0 1] [--dry-run]
     python -m storm_lib.budget table [--universe dj30]
+    python -m storm_lib.budget agents-run --model ppo dqn sac [--seed 0 1] [--dry-run]
+    python -m storm_lib.budget agents-table
+
+The RL agents of Table 3 (:data:`AGENT_BUDGETS`: 1x / 4x / 16x the cpu profile's environment steps) get the
+same treatment with validation Sharpe ratio in place of RankIC, and each point's trading activity on the
+test span (trades per stock, runs that only hold or are never long): a budget at which an agent trades.
 """
 
 from __future__ import annotations
@@ -134,14 +140,15 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
     windows``, X the grid's next step (the largest budget times the last step ratio), or ``still rising
     at N windows; larger budgets not run yet`` while larger budgets of the grid are missing. Budgets of the
     grid (``grid``, default :data:`BUDGETS`) without enough seeds are listed in ``missing``; with fewer
-    than two usable budgets the status is ``not run yet``.
+    than two usable budgets the status is ``not run yet``. ``grid`` is keyed by universe or by
+    (universe, model).
     Columns: universe, model, chosen_budget, best_budget, best_val_mean, best_val_se, largest_budget,
     status, missing."""
     grid = BUDGETS if grid is None else grid
     rows = []
     for (universe, model), d in summary.groupby(["universe", "model"], sort=True):
         ok = d[d["seeds"] >= min_seeds].sort_values("budget")
-        planned = sorted(set(grid.get(universe, ())) | set(d["budget"]))
+        planned = sorted(set(grid.get((universe, model), grid.get(universe, ()))) | set(d["budget"]))
         missing = [int(b) for b in planned if b not in set(ok["budget"])]
         row = {"universe": universe, "model": model, "chosen_budget": np.nan, "best_budget": np.nan,
                "best_val_mean": np.nan, "best_val_se": np.nan, "largest_budget": np.nan, "status": "not run yet",
@@ -186,6 +193,100 @@ def profile_budgets(choices: pd.DataFrame) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# RL agents (paper Table 3): environment steps against validation Sharpe and trading activity
+# ----------------------------------------------------------------------------------------------
+
+#: environment steps per agent and stock: 1x, 4x and 16x the ``cpu`` profile's for PPO (the paper's
+#: algorithm; the STORM methods are PPO on STORM's tokens, so they take PPO's), 1x and 4x for DQN and SAC
+#: (storm_lib.trading.agents.BUDGETS; a 16x SAC run would take about 2 hours per seed on one core)
+AGENT_BUDGETS: dict[str, tuple[int, ...]] = {
+    "ppo": (51_200, 204_800, 819_200), "dqn": (50_000, 200_000), "sac": (20_000, 80_000),
+}
+AGENT_METHODS = ("ppo", "dqn", "sac", "storm", "storm_wo_ts", "storm_wo_cs")
+#: validation checkpoints per agent run (``agent_eval_every`` = steps / this), as in the cpu profile
+AGENT_EVALS = 10
+AGENT_UNIVERSE = "dj30"
+AGENT_COLUMNS = ["model", "budget", "seed", "stock", "val_ASR", "test_ASR", "trades", "long share", "holds",
+                 "never long", "compute_seconds", "model_version", "run_dir"]
+
+
+def _agent_algo(method: str) -> str:
+    return method if method in AGENT_BUDGETS else "ppo"
+
+
+def agent_specs(methods=AGENT_METHODS, seeds=SEEDS, budgets=None, profile: str = "cpu", protocol: str = "clean"):
+    """Trading runs of the RL methods at each budget (options ``agent_timesteps`` and ``agent_eval_every``,
+    :data:`AGENT_EVALS` validation checkpoints per run), smallest budget first."""
+    from .run import RunSpec
+
+    out = []
+    for m in methods:
+        for b in sorted(budgets or AGENT_BUDGETS[_agent_algo(m)]):
+            for seed in seeds:
+                out.append(RunSpec.make("trading", AGENT_UNIVERSE, m, protocol, profile, seed,
+                                        {"agent_timesteps": int(b), "agent_eval_every": int(b) // AGENT_EVALS}))
+    return out
+
+
+def load_agents(results_dir=None, protocol: str = "clean", profile: str = "cpu",
+                include_superseded: bool = False) -> pd.DataFrame:
+    """One row per finished agent-budget run and stock (exactly the two options of :func:`agent_specs`):
+    validation and test Sharpe ratio (standard convention) and the test span's trading activity
+    (:func:`storm_lib.trading.experiment.activity`): the columns :data:`AGENT_COLUMNS`."""
+    from .run import _spec_of, compute_seconds, finished_runs, record_model_version, superseded_runs
+    from .trading.experiment import activity
+
+    runs = finished_runs(results_dir)
+    old = superseded_runs(runs)
+    rows = []
+    for path, record in runs:
+        spec = _spec_of(record)
+        opts = spec.options_dict
+        if (spec.task != "trading" or set(opts) != {"agent_timesteps", "agent_eval_every"}
+                or spec.protocol != protocol or spec.profile != profile or (path in old and not include_superseded)):
+            continue
+        m = pd.read_csv(path / "metrics.csv")
+        m = m[(m["convention"] == "standard") & (m["metric"] == "ASR")].pivot(index="stock", columns="split",
+                                                                                values="value")
+        act = activity(pd.read_parquet(path / "equity.parquet"), "test").set_index("stock")
+        cost = compute_seconds(path, record)
+        for stock in act.index:
+            rows.append({"model": spec.model, "budget": int(opts["agent_timesteps"]), "seed": spec.seed,
+                         "stock": stock, "val_ASR": float(m.loc[stock, "valid"]), "test_ASR": float(m.loc[stock, "test"]),
+                         **{k: act.loc[stock, k] for k in ("trades", "long share", "holds", "never long")},
+                         "compute_seconds": cost, "model_version": record_model_version(record),
+                         "run_dir": str(path)})
+    out = pd.DataFrame(rows, columns=AGENT_COLUMNS)
+    return out.sort_values(["model", "budget", "seed", "stock"], ignore_index=True)
+
+
+def summarise_agents(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, budget): seeds, validation and test Sharpe (mean over stocks per seed, then mean ± SE
+    over seeds: the columns :func:`choose` reads, with ``universe``), mean trades per stock and run,
+    runs (stock x seed) that only hold or are never long, out of all, and compute per run."""
+    cols = ["universe", "model", "budget", "seeds", "val_mean", "val_se", "test_mean", "test_se", "trades",
+            "holds", "never long", "stock runs", "compute_mean_s"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    per_seed = runs.groupby(["model", "budget", "seed"]).agg(val=("val_ASR", "mean"), test=("test_ASR", "mean"),
+                                                             compute=("compute_seconds", "first")).reset_index()
+    g = per_seed.groupby(["model", "budget"], sort=True)
+    out = g.agg(seeds=("seed", "nunique"), val_mean=("val", "mean"), val_se=("val", _se),
+                test_mean=("test", "mean"), test_se=("test", _se), compute_mean_s=("compute", "mean"))
+    r = runs.groupby(["model", "budget"], sort=True)
+    out = out.join(r.agg(trades=("trades", "mean"), holds=("holds", "sum"), never_long=("never long", "sum"),
+                         stock_runs=("stock", "size")))
+    out = out.rename(columns={"never_long": "never long", "stock_runs": "stock runs"}).reset_index()
+    out["universe"] = AGENT_UNIVERSE
+    return out[cols]
+
+
+def agent_grid() -> dict:
+    """:func:`choose`'s ``grid`` for the agents: (universe, method) -> planned budgets."""
+    return {(AGENT_UNIVERSE, m): AGENT_BUDGETS[_agent_algo(m)] for m in AGENT_METHODS}
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
 
@@ -207,29 +308,30 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--universe", nargs="+", default=None)
     table.add_argument("--profile", default="cpu")
     table.add_argument("--results-dir", default=None)
+    arun = sub.add_parser("agents-run", help="launch the RL agents' budget grid (Table 3's agents on DJ30's five stocks)")
+    arun.add_argument("--model", nargs="+", default=list(AGENT_METHODS), choices=AGENT_METHODS)
+    arun.add_argument("--seed", nargs="+", type=int, default=list(SEEDS))
+    arun.add_argument("--budget", nargs="+", type=int, default=None,
+                      help="environment steps (default: AGENT_BUDGETS per algorithm)")
+    atable = sub.add_parser("agents-table", help="print the agents' summary: Sharpe, trades and the chosen budgets")
+    for a in (arun, atable):
+        a.add_argument("--profile", default="cpu")
+        a.add_argument("--results-dir", default=None)
+    arun.add_argument("--dry-run", action="store_true", help="print the equivalent storm_lib.run commands only")
+    arun.add_argument("--data-dir", default=None)
+    arun.add_argument("--quiet", action="store_true")
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "table":
-        runs = load(args.results_dir, profile=args.profile)
-        if args.universe:
-            runs = runs[runs["universe"].isin(args.universe)]
-        summary = summarise(runs)
-        with pd.option_context("display.width", 200, "display.max_columns", 20):
-            print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(summary)
-                  else "no finished budget runs")
-            if len(summary):
-                chosen = choose(summary)
-                print()
-                print(chosen.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-                print(f"\nProfile.budgets by the rule (universes whose five curves all have >= 2 budgets): "
-                      f"{profile_budgets(chosen)}")
-        return 0
+def _print_frame(frame: pd.DataFrame, empty: str) -> None:
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(frame) else empty)
+
+
+def _run(todo, args, argv) -> int:
+    """Check, list and (unless ``--dry-run``) run ``todo`` through the resumable runner."""
     from .run import check_spec, run_grid
 
-    todo = specs(args.universe, args.model, args.seed, args.budget, args.profile)
     for spec in todo:
         check_spec(spec, args.data_dir)
     print(f"{len(todo)} run(s), smallest budget first; the same as:")
@@ -245,6 +347,33 @@ def main(argv: list[str] | None = None) -> int:
         if row.error:
             print(row.error.rstrip().splitlines()[-1])
     return 1 if (summary["status"] == "failed").any() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "table":
+        runs = load(args.results_dir, profile=args.profile)
+        if args.universe:
+            runs = runs[runs["universe"].isin(args.universe)]
+        summary = summarise(runs)
+        _print_frame(summary, "no finished budget runs")
+        if len(summary):
+            chosen = choose(summary)
+            print()
+            _print_frame(chosen, "")
+            print(f"\nProfile.budgets by the rule (universes whose five curves all have >= 2 budgets): "
+                  f"{profile_budgets(chosen)}")
+        return 0
+    if args.command == "agents-table":
+        summary = summarise_agents(load_agents(args.results_dir, profile=args.profile))
+        _print_frame(summary, "no finished agent-budget runs")
+        if len(summary):
+            print()
+            _print_frame(choose(summary, grid=agent_grid()), "")
+        return 0
+    if args.command == "agents-run":
+        return _run(agent_specs(args.model, args.seed, args.budget, args.profile), args, argv)
+    return _run(specs(args.universe, args.model, args.seed, args.budget, args.profile), args, argv)
 
 
 if __name__ == "__main__":

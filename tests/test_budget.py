@@ -210,3 +210,37 @@ def test_profile_budgets_give_the_families_their_choice_and_other_torch_models_t
     # a universe with a family not run yet gets no budgets
     assert budget.profile_budgets(budget.choose(budget.summarise(runs[runs["model"] != "storm"]),
                                                 grid={"dj30": (1000, 4000, 16000)})) == {}
+
+
+def test_agent_summary_averages_stocks_per_seed_then_seeds_and_counts_activity():
+    rows = []
+    for b, vals in {51_200: [0.2, 0.4], 204_800: [0.5, 0.7]}.items():
+        for seed, v in enumerate(vals):
+            for k, stock in enumerate(["AAPL", "JPM"]):
+                rows.append({"model": "ppo", "budget": b, "seed": seed, "stock": stock, "val_ASR": v + 0.1 * k,
+                             "test_ASR": -v, "trades": 1 if b == 51_200 else 6, "long share": 1.0,
+                             "holds": b == 51_200, "never long": False, "compute_seconds": b / 1000,
+                             "model_version": 1, "run_dir": f"/x/{b}/{seed}"})
+    s = budget.summarise_agents(pd.DataFrame(rows, columns=budget.AGENT_COLUMNS)).set_index("budget")
+    assert s.loc[51_200, "val_mean"] == pytest.approx(0.35)        # seeds' stock means 0.25 and 0.45
+    assert s.loc[51_200, "val_se"] == pytest.approx(np.std([0.25, 0.45], ddof=1) / math.sqrt(2))
+    assert s.loc[51_200, "holds"] == 4 and s.loc[204_800, "holds"] == 0 and s.loc[204_800, "trades"] == 6
+    assert s.loc[204_800, "stock runs"] == 4 and s.loc[204_800, "compute_mean_s"] == pytest.approx(204.8)
+    c = budget.choose(s.reset_index(), grid=budget.agent_grid()).iloc[0]
+    assert c["chosen_budget"] == 204_800 and c["missing"] == [819_200]
+    assert c["status"].startswith("still rising at 204,800")
+
+
+def test_agent_budget_runs_end_to_end_on_the_smoke_profile(data_dir, tmp_path):
+    from storm_lib.run import run_grid
+
+    specs = budget.agent_specs(["ppo"], seeds=[0], budgets=[256, 512], profile="smoke")
+    assert [s.options_dict for s in specs] == [{"agent_eval_every": 25, "agent_timesteps": 256},
+                                               {"agent_eval_every": 51, "agent_timesteps": 512}]
+    res = run_grid(specs, tmp_path, data_dir=data_dir, progress=False)
+    assert (res["status"] == "done").all(), res["error"].tolist()
+    runs = budget.load_agents(tmp_path, profile="smoke")
+    assert len(runs) == 10 and set(runs["budget"]) == {256, 512}           # 2 budgets x 5 stocks
+    assert runs["trades"].between(0, 300).all() and runs["val_ASR"].notna().all()
+    s = budget.summarise_agents(runs)
+    assert list(s["budget"]) == [256, 512] and (s["stock runs"] == 5).all()

@@ -217,16 +217,13 @@ def trading_activity(plan: pd.DataFrame, split: str = "test", **where) -> tuple[
       runs only hold.
 
     Returns ``(per_run, per_method)``."""
-    rows = []
-    for r, e in _tables(plan, "equity", **where):
-        e = e[e["split"] == split]
-        for stock, g in e.groupby("stock", sort=False):
-            pos = g.sort_values("date")["position"].to_numpy()
-            trades = int(np.count_nonzero(np.diff(np.concatenate([[0.0], pos]))))
-            rows.append({"method": report.model_label(r["model"]), "seed": int(r["seed"]), "stock": stock,
-                         "days": len(pos), "long share": float(np.mean(pos > 0)) if len(pos) else np.nan,
-                         "trades": trades, "holds": bool(trades <= 1 and len(pos) and pos[-1] > 0)})
-    per_run = pd.DataFrame(rows, columns=["method", "seed", "stock", "days", "long share", "trades", "holds"])
+    from ..trading.experiment import activity
+
+    frames = [activity(e, split).drop(columns="never long").assign(method=report.model_label(r["model"]),
+                                                                     seed=int(r["seed"]))
+              for r, e in _tables(plan, "equity", **where)]
+    cols = ["method", "seed", "stock", "days", "long share", "trades", "holds"]
+    per_run = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
     if per_run.empty:
         return per_run, pd.DataFrame(columns=["runs", "long share", "trades (mean)", "trades (median)",
                                               "runs that only hold"])

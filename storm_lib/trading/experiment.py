@@ -129,6 +129,23 @@ def episode_frame(env: TradingEnv, history: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+ACTIVITY_COLUMNS = ["stock", "days", "long share", "trades", "holds", "never long"]
+
+
+def activity(equity: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Does a run trade? Per stock of a run's ``equity`` table (``position`` 1 = long, 0 = flat) on
+    ``split``: days, share of days long, trades (position changes, the first buy included), ``holds``
+    (long on every day after at most one trade: Buy&Hold's book) and ``never long`` (flat throughout)."""
+    rows = []
+    for stock, g in equity[equity["split"] == split].groupby("stock", sort=False):
+        pos = g.sort_values("date")["position"].to_numpy()
+        trades = int(np.count_nonzero(np.diff(np.concatenate([[0.0], pos]))))
+        rows.append({"stock": stock, "days": len(pos), "long share": float(np.mean(pos > 0)) if len(pos) else np.nan,
+                     "trades": trades, "holds": bool(trades <= 1 and len(pos) and pos[-1] > 0),
+                     "never long": bool(trades == 0)})
+    return pd.DataFrame(rows, columns=ACTIVITY_COLUMNS)
+
+
 def history_metrics(history: pd.DataFrame) -> list[dict]:
     """Table 3 metrics of an env history (its reward column is the daily return) in every convention."""
     r = pd.Series(history["reward"].to_numpy(), index=history["date"])
