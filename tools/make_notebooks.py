@@ -527,8 +527,8 @@ learning-rate schedule (linear warm-up, then cosine to zero) spans those N windo
 off**, so a curve is never cut short; the reported model is still the epoch with the best **validation**
 RankIC. Test RankIC is read at that same epoch and is shown separately: it never chooses anything.
 
-The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 windows (64x); SP500 500 /
-2,800 / 5,600 / 16,800 windows (34x), about 0.2 / 1 / 2 / 6 passes over its training days; two seeds per point.
+The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 windows (64x); SP500 450 /
+2,800 / 5,600 / 14,000 windows (31x), about 0.16 / 1 / 2 / 5 passes over its training days; two seeds per point.
 An SP500 epoch of a budget run is 100 batches of 8 (800 windows, option `steps_per_epoch=100`,
 `Profile.budget_options`), near DJ30's 960: a validation pass over SP500's 504 validation days costs about as
 much as 25 training steps, so validating every 200 windows would spend half the compute on validation.
