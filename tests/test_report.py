@@ -470,3 +470,41 @@ def test_trading_activity_counts_trades_and_holders(monkeypatch):
     assert per_run["trades"].tolist() == [1, 4] and per_run["holds"].tolist() == [True, False]
     assert per_run["long share"].tolist() == [1.0, 0.5]
     assert per_method["runs that only hold"].tolist() == [1, 0]
+
+
+def test_budget_gate_downgrades_claims_resting_on_models_not_shown_on_their_plateau(monkeypatch):
+    from dataclasses import replace
+
+    from storm_lib import profiles
+
+    claims = [V.Claim("STORM beats the Transformer on DJ30 RankIC", "beats", "rankic", ("dj30",), "RankIC",
+                      against=("Transformer",)),
+              V.Claim("STORM beats LightGBM on DJ30 RankIC", "beats", "rankic", ("dj30",), "RankIC",
+                      against=("LightGBM",)),
+              V.Claim("STORM RankIC on DJ30 ≈ 0.065", "value", "rankic", ("dj30",), "RankIC")]
+
+    def frame(replicated):
+        v = pd.DataFrame({"claim": [c.text for c in claims], "replicated": replicated})
+        v.attrs.update(claims=claims, datasets=[["dj30"]] * 3, statuses=[[r] for r in replicated])
+        return v
+
+    choices = pd.DataFrame({"universe": ["dj30", "dj30"], "model": ["storm", "transformer"],
+                            "status": ["plateau", "still rising at 16,000 windows; larger budgets not run yet"]})
+    # no chosen budgets: every learned model trained with early stopping
+    g = V.budget_gate(frame(["yes", "no", "no"]), choices)
+    assert g["replicated"].tolist() == ["inconclusive (budget: a comparator not shown on its plateau)",
+                                        "inconclusive (budget: STORM not shown on its plateau)",
+                                        "inconclusive (budget: STORM not shown on its plateau)"]
+    assert g["training budget"][0] == "STORM, Transformer: early stopping, no chosen budget"
+    assert g["training budget"][1] == "STORM: early stopping, no chosen budget"   # LightGBM needs none
+    assert g.attrs["statuses"][1] == ["inconclusive (budget: STORM not shown on its plateau)"]
+    # chosen budgets: STORM on its plateau, the Transformer still rising
+    monkeypatch.setitem(profiles.PROFILES, "cpu", replace(profiles.PROFILES["cpu"],
+                                                          budgets={"dj30": {"storm": 16000, "transformer": 16000}}))
+    g = V.budget_gate(frame(["yes", "no", "no"]), choices)
+    assert g["replicated"][0].startswith("inconclusive (budget: a comparator")     # a yes against it
+    assert g["replicated"][1] == "no" and g["replicated"][2] == "no"               # STORM's budget is enough
+    assert g["training budget"][1] == "every learned model on its plateau"
+    assert g["training budget"][0] == "Transformer: 16,000 windows, still rising at 16,000 windows; larger budgets not run yet"
+    g = V.budget_gate(frame(["no", "yes", "yes"]), choices)
+    assert g["replicated"].tolist() == ["no", "yes", "yes"]   # STORM behind an undertrained comparator: still no

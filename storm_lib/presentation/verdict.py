@@ -469,6 +469,73 @@ def verdict(results: pd.DataFrame | None, claims: Sequence[Claim] | None = None,
     return out
 
 
+def _torch_models() -> dict[str, str]:
+    """Paper row label -> registry name of every torch return model (the models a training budget applies to)."""
+    from ..models import MODEL_NAMES, TorchReturnModel, model_class
+
+    return {model_label(m): m for m in MODEL_NAMES if issubclass(model_class(m), TorchReturnModel)}
+
+
+def budget_gate(v: pd.DataFrame, choices: pd.DataFrame | None, profile: str = "cpu") -> pd.DataFrame:
+    """The verdict with the training budget of every learned model it rests on (issue 18): a column
+    ``training budget`` and, where a budget is not shown to be enough, the verdict downgraded.
+
+    For each claim on a universe, its learned models (STORM and the torch comparators; LightGBM, the
+    floors and the market rows need no budget) are checked against the profile's chosen budgets
+    (``Profile.budgets``) and the budget study's curves (``choices``: :func:`storm_lib.budget.choose`):
+    a model without a chosen budget was trained with early stopping, and a chosen budget whose curve is
+    not on its plateau ("still rising", "inconclusive: needs >= X windows", "not run yet") is not shown to
+    be enough. A "no" or "inconclusive" then cannot be read as a refutation while STORM is such a model,
+    nor a "yes" as a replication while a comparator is: both read ``inconclusive (budget: ...)``.
+    Returns a copy; ``attrs["statuses"]`` follows."""
+    from ..profiles import get_profile
+
+    budgets = get_profile(profile).budgets
+    status = {} if choices is None or choices.empty else {
+        (u, m): str(s) for u, m, s in zip(choices["universe"], choices["model"], choices["status"])}
+    torch_models = _torch_models()
+    out = v.copy()
+    out.attrs = dict(v.attrs)
+    statuses = [list(st) for st in v.attrs.get("statuses", [[] for _ in range(len(v))])]
+    column = []
+    for i, (claim, datasets) in enumerate(zip(v.attrs.get("claims", []), v.attrs.get("datasets", []))):
+        notes, storm_short, other_short = {}, False, False   # reason -> labels
+        if not any(u in ("dj30", "sp500") for u in datasets):
+            column.append("RL agents: their budget study is on the Training budget page")
+            continue
+        for u in datasets:
+            against = ([] if claim.kind == "value" else
+                       list(claim.against) if claim.against else paper_baselines(claim.table))
+            for label in dict.fromkeys([claim.model, *against]):
+                name = torch_models.get(label)
+                if name is None:
+                    continue
+                chosen = budgets.get(u, {}).get(name)
+                st = status.get((u, name), "not run yet")
+                if chosen is None:
+                    why = "early stopping, no chosen budget"
+                elif st.startswith("plateau"):
+                    continue
+                else:
+                    why = f"{int(chosen):,} windows, {st}"
+                notes.setdefault(why, []).append(label)
+                storm_short |= label == claim.model
+                other_short |= label != claim.model
+        column.append("; ".join(f"{', '.join(labels)}: {why}" for why, labels in notes.items())
+                      if notes else "every learned model on its plateau")
+        rep = str(out.at[out.index[i], "replicated"])
+        head = rep.split(" (")[0]
+        if (storm_short and head in ("no", "inconclusive")) or (other_short and head == "yes" and claim.kind == "beats"):
+            who = claim.model if storm_short and head != "yes" else "a comparator"
+            new = f"inconclusive (budget: {who} not shown on its plateau)"
+            out.at[out.index[i], "replicated"] = new
+            statuses[i] = [new if str(st).split(" (")[0] in ("no", "inconclusive", "yes") else st
+                           for st in statuses[i]]
+    out["training budget"] = column
+    out.attrs["statuses"] = statuses
+    return out
+
+
 def verdict_markdown(v: pd.DataFrame, note: str = "") -> str:
     """The verdict as a MyST/GitHub pipe table with a header naming the tests and the correction."""
     head = (f"Protocol `{v.attrs.get('protocol', '?')}`, split `{v.attrs.get('split', '?')}`; "
@@ -478,7 +545,11 @@ def verdict_markdown(v: pd.DataFrame, note: str = "") -> str:
             f"exclude zero against every comparator after the correction ({v.attrs.get('correction', CORRECTION)}) "
             f"at {v.attrs.get('alpha', ALPHA):.1%} one-sided. Intervals are unadjusted 95 % intervals against the "
             "comparator with the weakest evidence; day-level margins: RankIC in daily RankIC, APY as the mean "
-            "daily net-return difference × 252, ASR and MDD of the pooled daily returns.")
+            "daily net-return difference × 252, ASR and MDD of the pooled daily returns."
+            + (" Training budget: the learned models a claim rests on that are not shown on the plateau of "
+               "their training-budget curve (trained with early stopping, or at a chosen budget whose curve "
+               "still rises); a \"no\" while STORM is one of them, or a \"yes\" while a comparator is, reads "
+               "inconclusive (budget)." if "training budget" in v.columns else ""))
     return head + (" " + note if note else "") + "\n\n" + markdown_table(v, index=False)
 
 
