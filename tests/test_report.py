@@ -459,17 +459,21 @@ def test_trading_activity_counts_trades_and_holders(monkeypatch):
 
     dates = pd.bdate_range("2022-01-03", periods=6)
 
-    def eq(stock, pos, split="test"):
-        return pd.DataFrame({"stock": stock, "split": split, "date": dates, "equity": 1.0, "position": pos})
+    def eq(stock, pos, split="test", action=None):
+        return pd.DataFrame({"stock": stock, "split": split, "date": dates, "equity": 1.0, "position": pos,
+                             "action": action if action is not None else [np.nan] * 6})
 
-    holder = pd.concat([eq("AAPL", [1, 1, 1, 1, 1, 1]), eq("AAPL", [0, 1, 0, 1, 0, 1], "valid")])
-    trader = eq("AAPL", [0, 1, 1, 0, 1, 0])
+    holder = pd.concat([eq("AAPL", [1, 1, 1, 1, 1, 1], action=[2, 2, 1, 2, 2, np.nan]),
+                        eq("AAPL", [0, 1, 0, 1, 0, 1], "valid")])
+    trader = eq("AAPL", [0, 1, 1, 0, 1, 0], action=[1, 2, 1, 0, 2, np.nan])
     runs = [(pd.Series({"model": "ppo", "seed": 0}), holder), (pd.Series({"model": "storm", "seed": 0}), trader)]
     monkeypatch.setattr(tables, "_tables", lambda plan, name, **w: runs)
     per_run, per_method = trading_activity(None, "test")
     assert per_run["trades"].tolist() == [1, 4] and per_run["holds"].tolist() == [True, False]
     assert per_run["long share"].tolist() == [1.0, 0.5]
     assert per_method["runs that only hold"].tolist() == [1, 0]
+    assert per_run[["sell", "hold", "buy"]].values.tolist() == [[0.0, 0.2, 0.8], [0.2, 0.4, 0.4]]
+    assert per_method["sell / hold / buy chosen"].tolist() == ["0.00 / 0.20 / 0.80", "0.20 / 0.40 / 0.40"]
 
 
 def test_budget_gate_downgrades_claims_resting_on_models_not_shown_on_their_plateau(monkeypatch):

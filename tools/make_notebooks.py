@@ -243,7 +243,9 @@ mean), one panel per stock; Buy&Hold dashed black."""),
 
 An RL agent or a signal policy that holds the stock all the time is Buy&Hold under another name. From
 each run's test-period positions: the share of days long, the number of trades (position changes, the
-first buy included) and the runs (stock × seed) that only hold: long every day after at most one trade."""),
+first buy included), the runs (stock × seed) that only hold (long every day after at most one trade) and the
+action distribution: the share of days the policy chose sell, hold and buy (a buy while long is executed as a
+hold). The RL agents' activity at 1x to 16x their environment steps is on the Training budget page."""),
     code('''activity, activity_summary = nb.trading_activity(plan, "test")
 display(activity_summary.style.format({"long share": "{:.2f}", "trades (mean)": "{:.1f}", "trades (median)": "{:.0f}"}))
 display(activity.pivot_table(index=["method", "stock"], columns="seed", values="trades", aggfunc="first")
@@ -591,6 +593,21 @@ study already ran that training it is a copy of the study's run (`adopted_from` 
     code('''for u in ctx.universes:
     display(Markdown(f"### {ctx.label(u)}"), nb.budget_choice_table(choice, u, ctx.models),
             Markdown(nb.budget_text(choice, u, ctx.label(u), ctx.models)))'''),
+    md("""
+## The RL agents of Table 3
+
+An agent that never leaves its first position is Buy&Hold (or cash) under another name, so Table 3's agents
+get the same study in environment steps per stock (`storm_lib.budget.AGENT_BUDGETS`): PPO and the
+STORM-PPO methods at 1x / 4x / 16x the `cpu` profile's 51,200 steps, DQN and SAC at 1x / 4x (50,000 and
+20,000 steps), each run with ten validation checkpoints, two seeds, the five stocks. The rule is the one
+above with the **validation Sharpe ratio** (mean over the five stocks) in place of RankIC; beside it, each
+point's trading on the test span: trades per stock and the stock runs that only hold or are never long.
+Run with `python -m storm_lib.budget agents-run`; the STORM-PPO points use the STORM fit of the profile's
+chosen budget, so they run after it is chosen."""),
+    code('''agents = budget.summarise_agents(budget.load_agents(ctx.params.get("results_dir"), protocol=ctx.protocol,
+                                                  profile=ctx.profile))
+agent_choice = budget.choose(agents, grid=budget.agent_grid()) if len(agents) else None
+nb.agent_budget_table(agents, agent_choice)'''),
     *profile_cells(False),
     md(FOOTER_MD),
     code("nb.footer(ctx)", "remove-input"),

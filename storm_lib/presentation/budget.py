@@ -140,3 +140,30 @@ def budget_text(choice: pd.DataFrame, universe: str, label: str, models=None) ->
             lines.append(f"- **{name}**: {where}; the smallest budget within one SE of it is "
                          f"**{int(r['chosen_budget']):,} windows**.{extra}")
     return "\n".join(lines)
+
+
+def agent_budget_table(summary: pd.DataFrame, choice: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The RL agents' study (:func:`storm_lib.budget.summarise_agents`), one row per (agent, steps), every
+    planned point (``not run yet`` where none finished): seeds, validation and test Sharpe ratio (mean
+    over the five stocks per seed, then mean ± SE over seeds), mean trades per stock on the test span,
+    the stock runs that only hold or are never long, compute per run, and the rule's status per agent."""
+    s = summary.set_index(["model", "budget"]) if len(summary) else summary
+    status = ({} if choice is None or choice.empty else dict(zip(choice["model"], choice["status"])))
+    rows = []
+    for model in budget_mod.AGENT_METHODS:
+        for b in budget_mod.AGENT_BUDGETS[budget_mod._agent_algo(model)]:
+            row = {"agent": model_label(model) + (" (PPO)" if model.startswith("storm") else ""),
+                   "env steps": f"{b:,}"}
+            if len(s) and (model, b) in s.index:
+                r = s.loc[(model, b)]
+                row.update({"seeds": int(r["seeds"]), "val ASR": _pm(r["val_mean"], r["val_se"]),
+                            "test ASR": _pm(r["test_mean"], r["test_se"]), "trades / stock": f"{r['trades']:.1f}",
+                            "only hold": f"{int(r['holds'])}/{int(r['stock runs'])}",
+                            "never long": f"{int(r['never long'])}/{int(r['stock runs'])}",
+                            "compute / run": _duration(r["compute_mean_s"])})
+            else:
+                row.update({"seeds": 0, "val ASR": "not run yet", "test ASR": "–", "trades / stock": "–",
+                            "only hold": "–", "never long": "–", "compute / run": "–"})
+            row["rule"] = status.get(model, "not run yet")
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["agent", "env steps"])

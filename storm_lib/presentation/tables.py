@@ -222,13 +222,15 @@ def trading_activity(plan: pd.DataFrame, split: str = "test", **where) -> tuple[
     frames = [activity(e, split).drop(columns="never long").assign(method=report.model_label(r["model"]),
                                                                      seed=int(r["seed"]))
               for r, e in _tables(plan, "equity", **where)]
-    cols = ["method", "seed", "stock", "days", "long share", "trades", "holds"]
+    cols = ["method", "seed", "stock", "days", "long share", "trades", "holds", "sell", "hold", "buy"]
     per_run = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
     if per_run.empty:
         return per_run, pd.DataFrame(columns=["runs", "long share", "trades (mean)", "trades (median)",
-                                              "runs that only hold"])
+                                              "runs that only hold", "sell / hold / buy chosen"])
     g = per_run.groupby("method", sort=False)
     per_method = pd.DataFrame({"runs": g.size(), "long share": g["long share"].mean(),
                                "trades (mean)": g["trades"].mean(), "trades (median)": g["trades"].median(),
-                               "runs that only hold": g["holds"].sum().astype(int)})
+                               "runs that only hold": g["holds"].sum().astype(int),
+                               "sell / hold / buy chosen": [f"{a:.2f} / {b:.2f} / {c:.2f}" for a, b, c in
+                                                            zip(g["sell"].mean(), g["hold"].mean(), g["buy"].mean())]})
     return per_run, per_method

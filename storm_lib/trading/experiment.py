@@ -39,7 +39,7 @@ from ..panel import Panel, Protocol, get_protocol
 from ..profiles import get_profile
 from .agents import ALGOS, train_agent
 from .baselines import signal_policy
-from .env import BUY, TradingEnv, run_policy
+from .env import ACTIONS, BUY, TradingEnv, run_policy
 from .observations import factor_tokens, feature_windows
 
 STOCKS = ("AAPL", "JPM", "IBM", "INTC", "MSFT")
@@ -129,20 +129,25 @@ def episode_frame(env: TradingEnv, history: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-ACTIVITY_COLUMNS = ["stock", "days", "long share", "trades", "holds", "never long"]
+ACTIVITY_COLUMNS = ["stock", "days", "long share", "trades", "holds", "never long", "sell", "hold", "buy"]
 
 
 def activity(equity: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Does a run trade? Per stock of a run's ``equity`` table (``position`` 1 = long, 0 = flat) on
     ``split``: days, share of days long, trades (position changes, the first buy included), ``holds``
-    (long on every day after at most one trade: Buy&Hold's book) and ``never long`` (flat throughout)."""
+    (long on every day after at most one trade: Buy&Hold's book), ``never long`` (flat throughout) and
+    the action distribution: the share of decision days on which the policy chose sell, hold and buy
+    (whether or not the env executed it: a buy while long is a hold)."""
     rows = []
     for stock, g in equity[equity["split"] == split].groupby("stock", sort=False):
-        pos = g.sort_values("date")["position"].to_numpy()
+        g = g.sort_values("date")
+        pos = g["position"].to_numpy()
         trades = int(np.count_nonzero(np.diff(np.concatenate([[0.0], pos]))))
+        act = g["action"].dropna().to_numpy() if "action" in g else np.array([])
+        share = {name: float(np.mean(act == a)) if len(act) else np.nan for a, name in ACTIONS.items()}
         rows.append({"stock": stock, "days": len(pos), "long share": float(np.mean(pos > 0)) if len(pos) else np.nan,
                      "trades": trades, "holds": bool(trades <= 1 and len(pos) and pos[-1] > 0),
-                     "never long": bool(trades == 0)})
+                     "never long": bool(trades == 0), **share})
     return pd.DataFrame(rows, columns=ACTIVITY_COLUMNS)
 
 
