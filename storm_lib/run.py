@@ -680,11 +680,26 @@ def record_model_version(record: dict) -> int:
     return int(record.get("model_version") or (record.get("identity") or {}).get("model_version") or 1)
 
 
+def _stale(record: dict) -> bool:
+    """Whether a run's recorded identity (without the data hashes) is not the one the current code gives
+    its spec: e.g. a profile that has since chosen a training budget for it (``Profile.budgets``). A
+    record without an identity (not written by :func:`run_one`) cannot be judged: False."""
+    if not record.get("identity"):
+        return False
+    ident = {k: v for k, v in record["identity"].items() if k != "data"}
+    try:
+        return _canonical(ident) != _canonical(code_identity(_spec_of(record)))
+    except (ValueError, KeyError):  # a task, profile or model the code no longer has
+        return True
+
+
 def superseded_runs(runs: list[tuple[Path, dict]]) -> set[Path]:
     """Run directories whose model version is older than the model's current one
     (:data:`storm_lib.models.MODEL_VERSIONS`) or than the newest one present in their group (same task,
-    universe, model, protocol, profile and options; seeds pooled). A group with only older-version runs
-    is thus superseded whole: its numbers are those of a method the code no longer runs."""
+    universe, model, protocol, profile and options; seeds pooled), and runs whose recorded identity the
+    current code no longer gives their spec (:func:`_stale`: the runs of an earlier training budget). A
+    group with only older-version runs is thus superseded whole: its numbers are those of a method the
+    code no longer runs."""
     newest: dict[tuple, int] = {}
     keyed = []
     for path, record in runs:
@@ -692,9 +707,9 @@ def superseded_runs(runs: list[tuple[Path, dict]]) -> set[Path]:
         key = tuple(row[k] for k in SPEC_COLUMNS if k != "seed")
         version = record_model_version(record)
         newest[key] = max(newest.get(key, version), version)
-        keyed.append((path, key, version))
-    return {path for path, key, version in keyed
-            if version < max(newest[key], model_version(key[SPEC_COLUMNS.index("model")]))}
+        keyed.append((path, key, version, record))
+    return {path for path, key, version, record in keyed
+            if version < max(newest[key], model_version(key[SPEC_COLUMNS.index("model")])) or _stale(record)}
 
 
 def load_results(results_dir=None, task=None, universe=None, model=None, protocol=None, profile=None,

@@ -93,7 +93,7 @@ def test_the_largest_sp500_budget_is_at_least_five_passes(data_dir):
 
 
 def _fake_run(root, model="transformer", seed=0, b=1000, val=0.02, test=0.01, options=None):
-    from storm_lib.run import RESULTS_VERSION
+    from storm_lib.run import RunSpec, code_identity
 
     options = {budget.OPTION: b} if options is None else options
     name = model + "".join(f"-{k}={v}" for k, v in sorted(options.items()))
@@ -101,7 +101,7 @@ def _fake_run(root, model="transformer", seed=0, b=1000, val=0.02, test=0.01, op
     path.mkdir(parents=True)
     spec = {"task": "portfolio", "universe": "dj30", "model": model, "protocol": "clean", "profile": "cpu",
             "seed": seed, "options": options}
-    record = {"spec": spec, "identity": {"results_version": RESULTS_VERSION}, "wall_seconds": 50.0,
+    record = {"spec": spec, "identity": code_identity(RunSpec(**spec)), "wall_seconds": 50.0,
               "info": {"windows_seen": b, "train_windows": 2768, "fit_seconds": 40.0, "best_epoch": 1}}
     (path / "run.json").write_text(json.dumps(record))
     pd.DataFrame({"split": ["valid", "test", "test"], "convention": ["standard", "standard", "official"],

@@ -468,12 +468,17 @@ def test_a_profile_budget_trains_with_it_and_adopts_the_budget_study_run(data_di
     plain = RunSpec("portfolio", "dj30", "lstm", profile="smoke", seed=2)
     other = RunSpec("portfolio", "dj30", "transformer", profile="smoke", seed=2)
     before = runner.code_identity(plain), runner.code_identity(other)
+    early = run_grid([plain], tmp_path / "early", data_dir=data_dir, progress=False, cache=cache)
+    assert early["status"][0] == "done" and not runner.superseded_runs(runner.finished_runs(tmp_path / "early"))
     monkeypatch.setitem(profiles.PROFILES, "smoke",
                         replace(profiles.PROFILES["smoke"], budgets={"dj30": {"lstm": 80}},
                                 budget_options={"dj30": {"steps_per_epoch": 5}}))
     budget = {"budget_windows": 80, "steps_per_epoch": 5}
     assert "budget" not in before[0] and runner.code_identity(plain)["budget"] == budget
     assert runner.code_identity(other) == before[1]          # no budget for it: its hash is unchanged
+    # the early-stopping run of before the choice is superseded: it leaves the tables and the verdict
+    assert runner.superseded_runs(runner.finished_runs(tmp_path / "early")) == {Path(early["run_dir"][0])}
+    assert load_results(tmp_path / "early").empty and not load_results(tmp_path / "early", include_superseded=True).empty
     twin = runner.budget_twin(plain)
     assert twin.options_dict == budget and runner.budget_twin(twin) is None  # an option wins
     assert runner.budget_twin(other) is None
