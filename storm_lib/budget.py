@@ -71,6 +71,20 @@ def specs(universes, models, seeds=SEEDS, budgets=None, profile: str = "cpu", pr
     return out
 
 
+def _runs_of(results_dir, keep, protocol: str, profile: str, include_superseded: bool):
+    """(path, run.json record, spec) of the finished runs of ``protocol`` and ``profile`` for which
+    ``keep(spec)`` holds, without superseded runs (:func:`storm_lib.run.superseded_runs`) unless asked."""
+    from .run import _spec_of, finished_runs, superseded_runs
+
+    runs = finished_runs(results_dir)
+    old = superseded_runs(runs)
+    for path, record in runs:
+        spec = _spec_of(record)
+        if (spec.protocol == protocol and spec.profile == profile and keep(spec)
+                and (include_superseded or path not in old)):
+            yield path, record, spec
+
+
 def load(results_dir=None, include_superseded: bool = False, protocol: str = "clean",
          profile: str = "cpu") -> pd.DataFrame:
     """One row per finished budget run (the option :data:`OPTION` and exactly the universe's
@@ -79,19 +93,17 @@ def load(results_dir=None, include_superseded: bool = False, protocol: str = "cl
     test RankIC of that same model; both the standard convention. ``compute_seconds`` includes earlier,
     interrupted attempts (:func:`storm_lib.run.compute_seconds`). Runs of an older model version than the
     newest in their group are left out unless ``include_superseded``."""
-    from .run import _spec_of, compute_seconds, finished_runs, record_model_version, superseded_runs
+    from .run import compute_seconds, record_model_version
 
-    runs = finished_runs(results_dir)
-    old = superseded_runs(runs)
-    rows = []
-    for path, record in runs:
-        spec = _spec_of(record)
+    def keep(spec):
         opts = spec.options_dict
         extra = {k: v for k, v in opts.items() if k != OPTION}
-        if (spec.task != "portfolio" or OPTION not in opts or spec.protocol != protocol or spec.profile != profile
-                or extra != get_profile(profile).budget_options.get(spec.universe, {})
-                or (path in old and not include_superseded)):
-            continue
+        return (spec.task == "portfolio" and OPTION in opts
+                and extra == get_profile(profile).budget_options.get(spec.universe, {}))
+
+    rows = []
+    for path, record, spec in _runs_of(results_dir, keep, protocol, profile, include_superseded):
+        opts = spec.options_dict
         m = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
         m = m[(m["convention"] == "standard") & (m["metric"] == "RankIC")].set_index("split")["value"]
         info = record.get("info") or {}
@@ -178,14 +190,16 @@ def profile_budgets(choices: pd.DataFrame) -> dict:
     rising: such a row says "inconclusive" on the budget page and in the verdict). Every other torch
     model gets the largest budget chosen for any family of its universe: equal windows seen, so no
     learned baseline sees fewer training windows than a studied model (selection by validation RankIC
-    at every epoch keeps a long budget from overfitting the chosen epoch). A universe with a family
-    whose curve is not run yet (fewer than two budgets) is left out."""
+    at every epoch keeps a long budget from overfitting the chosen epoch). A universe is left out while
+    one of its five curves misses a budget of the grid (``missing``): nothing is chosen from a partial
+    curve."""
     from .models import MODEL_NAMES, TorchReturnModel, model_class
 
     torch_models = [m for m in MODEL_NAMES if issubclass(model_class(m), TorchReturnModel)]
     out: dict = {}
     for universe, d in choices.groupby("universe", sort=True):
-        if d["chosen_budget"].isna().any() or not set(MODELS) <= set(d["model"]):
+        if (d["chosen_budget"].isna().any() or not set(MODELS) <= set(d["model"])
+                or any(len(m) for m in d["missing"])):
             continue
         chosen = {m: int(b) for m, b in zip(d["model"], d["chosen_budget"])}
         rest = max(chosen.values())
@@ -234,18 +248,15 @@ def load_agents(results_dir=None, protocol: str = "clean", profile: str = "cpu",
     """One row per finished agent-budget run and stock (exactly the two options of :func:`agent_specs`):
     validation and test Sharpe ratio (standard convention) and the test span's trading activity
     (:func:`storm_lib.trading.experiment.activity`): the columns :data:`AGENT_COLUMNS`."""
-    from .run import _spec_of, compute_seconds, finished_runs, record_model_version, superseded_runs
+    from .run import compute_seconds, record_model_version
     from .trading.experiment import activity
 
-    runs = finished_runs(results_dir)
-    old = superseded_runs(runs)
+    def keep(spec):
+        return spec.task == "trading" and set(spec.options_dict) == {"agent_timesteps", "agent_eval_every"}
+
     rows = []
-    for path, record in runs:
-        spec = _spec_of(record)
+    for path, record, spec in _runs_of(results_dir, keep, protocol, profile, include_superseded):
         opts = spec.options_dict
-        if (spec.task != "trading" or set(opts) != {"agent_timesteps", "agent_eval_every"}
-                or spec.protocol != protocol or spec.profile != profile or (path in old and not include_superseded)):
-            continue
         m = pd.read_csv(path / "metrics.csv")
         m = m[(m["convention"] == "standard") & (m["metric"] == "ASR")].pivot(index="stock", columns="split",
                                                                                 values="value")

@@ -207,9 +207,11 @@ def test_profile_budgets_give_the_families_their_choice_and_other_torch_models_t
     assert b["transformer"] == b["factorvae"] == 4000 and b["storm"] == 16000   # storm: still rising
     assert b["lstm"] == b["hirevae"] == b["cafactor"] == 16000                     # equal windows seen
     assert "lightgbm" not in b                                                      # not a torch model
-    # a universe with a family not run yet gets no budgets
+    # a universe with a family not run yet, or a curve that misses a budget of the grid, gets no budgets
     assert budget.profile_budgets(budget.choose(budget.summarise(runs[runs["model"] != "storm"]),
                                                 grid={"dj30": (1000, 4000, 16000)})) == {}
+    assert budget.profile_budgets(budget.choose(budget.summarise(runs),
+                                                grid={"dj30": (1000, 4000, 16000, 64000)})) == {}
 
 
 def test_agent_summary_averages_stocks_per_seed_then_seeds_and_counts_activity():
