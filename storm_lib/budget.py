@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             chosen = choose(summary)
             print()
             _print_frame(chosen, "")
-            print(f"\nProfile.budgets by the rule (universes whose five curves all have >= 2 budgets): "
+            print(f"\nProfile.budgets by the rule (universes whose five curves are complete): "
                   f"{profile_budgets(chosen)}")
         return 0
     if args.command == "agents-table":
