@@ -46,6 +46,20 @@ BUDGETS: dict[str, tuple[int, ...]] = {
     "dj30": (1_000, 4_000, 16_000, 64_000),
     "sp500": (450, 2_800, 5_600, 14_000),
 }
+#: one more step for a curve still rising at the grid's largest budget, where that step is affordable:
+#: DJ30 STORM-w/o-TS rose from 0.015 (16k) to 0.023 (64k) and a 64k run costs about 17 minutes, so
+#: 256k is about 70 minutes per seed (a STORM or Transformer 256k run would take 4-5 hours per seed)
+EXTENSIONS: dict[tuple[str, str], tuple[int, ...]] = {("dj30", "storm_wo_ts"): (256_000,)}
+
+
+def grid_for(universe: str, model: str) -> tuple[int, ...]:
+    """The budgets of ``model`` on ``universe``: :data:`BUDGETS` plus its :data:`EXTENSIONS`."""
+    return tuple(sorted(set(BUDGETS[universe]) | set(EXTENSIONS.get((universe, model), ()))))
+
+
+def grids(models=None) -> dict:
+    """:func:`choose`'s ``grid`` for the study: (universe, model) -> :func:`grid_for` (default :data:`MODELS`)."""
+    return {(u, m): grid_for(u, m) for u in BUDGETS for m in (models or MODELS)}
 #: the model families of the study (issue 18): STORM, its two ablations, FactorVAE and the Transformer
 MODELS = ("storm", "storm_wo_ts", "storm_wo_cs", "factorvae", "transformer")
 SEEDS = (0, 1)
@@ -57,17 +71,18 @@ COLUMNS = ["model", "universe", "budget", "seed", "windows_seen", "train_windows
 
 def specs(universes, models, seeds=SEEDS, budgets=None, profile: str = "cpu", protocol: str = "clean"):
     """The grid's run specs, ordered smallest budget first (then model, then seed), so a grid cut short
-    still has whole low-budget points. ``budgets``: None = :data:`BUDGETS` of each universe."""
+    still has whole low-budget points. ``budgets``: None = :func:`grid_for` each universe and model."""
     from .run import RunSpec
 
     out = []
     for universe in universes:
-        grid = sorted(budgets or BUDGETS[universe])
         extra = get_profile(profile).budget_options.get(universe, {})  # e.g. SP500's validation interval
-        for b in grid:
+        for b in sorted(set(budgets) if budgets else {b for m in models for b in grid_for(universe, m)}):
             for m in models:
-                for s in seeds:
-                    out.append(RunSpec.make("portfolio", universe, m, protocol, profile, s, {**extra, OPTION: int(b)}))
+                if budgets or b in grid_for(universe, m):
+                    for s in seeds:
+                        out.append(RunSpec.make("portfolio", universe, m, protocol, profile, s,
+                                                {**extra, OPTION: int(b)}))
     return out
 
 
@@ -152,12 +167,12 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
     more than one SE below it: the curve is still rising and the status is ``inconclusive: needs >= X
     windows``, X the grid's next step (the largest budget times the last step ratio), or ``still rising
     at N windows; larger budgets not run yet`` while larger budgets of the grid are missing. Budgets of the
-    grid (``grid``, default :data:`BUDGETS`) without enough seeds are listed in ``missing``; with fewer
+    grid (``grid``, default :func:`grids`) without enough seeds are listed in ``missing``; with fewer
     than two usable budgets the status is ``not run yet``. ``grid`` is keyed by universe or by
     (universe, model).
     Columns: universe, model, chosen_budget, best_budget, best_val_mean, best_val_se, largest_budget,
     status, missing."""
-    grid = BUDGETS if grid is None else grid
+    grid = grids() if grid is None else grid
     rows = []
     for (universe, model), d in summary.groupby(["universe", "model"], sort=True):
         ok = d[d["seeds"] >= min_seeds].sort_values("budget")

@@ -78,8 +78,14 @@ def test_the_grid_runs_the_smallest_budget_first_and_spans_the_issue_range():
     assert [(s.model, s.seed) for s in specs[:4]] == [("transformer", 0), ("transformer", 1), ("factorvae", 0),
                                                      ("factorvae", 1)]
     assert "--option budget_windows=1000" in specs[0].command()
-    for grid in budget.BUDGETS.values():  # issue 18: at least 4 budgets spanning at least ~30x
-        assert len(grid) >= 4 and max(grid) / min(grid) >= 28
+    for grid in budget.BUDGETS.values():  # issue 18: at least 4 budgets spanning at least 30x
+        assert len(grid) >= 4 and max(grid) / min(grid) >= 30
+    # an extension adds a step to one curve only
+    ext = budget.specs(["dj30"], ["storm_wo_ts", "factorvae"], seeds=(0,))
+    assert [(s.model, s.options_dict[budget.OPTION]) for s in ext][-2:] == [("factorvae", 64000),
+                                                                             ("storm_wo_ts", 256000)]
+    assert budget.grid_for("dj30", "storm_wo_ts") == (1000, 4000, 16000, 64000, 256000)
+    assert budget.grids()[("dj30", "factorvae")] == budget.BUDGETS["dj30"]
 
 
 @pytest.mark.filterwarnings("ignore::storm_lib.data.DataQualityWarning")

@@ -531,6 +531,9 @@ RankIC. Test RankIC is read at that same epoch and is shown separately: it never
 
 The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 windows (64x); SP500 450 /
 2,800 / 5,600 / 14,000 windows (31x), about 0.16 / 1 / 2 / 5 passes over its training days; two seeds per point.
+A curve still rising at the largest budget gets one more step where that step is affordable
+(`storm_lib.budget.EXTENSIONS`): DJ30 STORM-w/o-TS at 256,000 windows (about 70 minutes per seed; a STORM or
+Transformer run of that size would take 4 to 5 hours per seed on this machine).
 An SP500 epoch of a budget run is 100 batches of 8 (800 windows, option `steps_per_epoch=100`,
 `Profile.budget_options`), near DJ30's 960: a validation pass over SP500's 504 validation days costs about as
 much as 25 training steps, so validating every 200 windows would spend half the compute on validation.

@@ -73,10 +73,10 @@ def budget_table(summary: pd.DataFrame, universe: str, models=None) -> pd.DataFr
     seed finished): seeds, windows seen and passes over the training days, validation and test RankIC
     (mean ± SE over seeds), compute per run (mean) and in all."""
     models = list(models) if models is not None else budget_mod.MODELS
-    grid = budget_mod.BUDGETS.get(universe, ())
     s = summary[summary["universe"] == universe].set_index(["model", "budget"])
     rows = []
     for model in models:
+        grid = budget_mod.grid_for(universe, model) if universe in budget_mod.BUDGETS else ()
         budgets = sorted(set(grid) | set(s.loc[model].index if model in s.index.get_level_values(0) else ()))
         for b in budgets:
             key = (model, b)
