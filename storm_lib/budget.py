@@ -199,6 +199,24 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
                                        "best_val_se", "largest_budget", "status", "missing"])
 
 
+def remaining(runs: pd.DataFrame, universes=None, models=MODELS, seeds=SEEDS) -> pd.DataFrame:
+    """The grid's runs not finished yet (:func:`grid_for` x ``seeds``) and an estimate of their compute:
+    per (universe, model), the median compute per training window of its finished runs times the
+    budget (None where the model has no finished run on that universe). Columns: universe, model,
+    budget, seeds (still to run), est_hours (all of them, one core)."""
+    rows = []
+    for u in universes or BUDGETS:
+        for m in models:
+            done = runs[(runs["universe"] == u) & (runs["model"] == m)]
+            rate = (done["compute_seconds"] / done["windows_seen"]).median() if len(done) else np.nan
+            for b in grid_for(u, m):
+                todo = sorted(set(seeds) - set(done.loc[done["budget"] == b, "seed"]))
+                if todo:
+                    rows.append({"universe": u, "model": m, "budget": b, "seeds": todo,
+                                 "est_hours": len(todo) * b * rate / 3600 if np.isfinite(rate) else np.nan})
+    return pd.DataFrame(rows, columns=["universe", "model", "budget", "seeds", "est_hours"])
+
+
 def profile_budgets(choices: pd.DataFrame) -> dict:
     """The ``Profile.budgets`` map (universe -> model -> windows) that the rule gives, from :func:`choose`'s
     table. Each studied family gets its chosen budget (the largest one run where the curve is still
@@ -390,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
             _print_frame(chosen, "")
             print(f"\nProfile.budgets by the rule (universes whose five curves are complete): "
                   f"{profile_budgets(chosen)}")
+        left = remaining(runs, args.universe)
+        if len(left):
+            print("\nStill to run (estimated from each model's median compute per window; one core):")
+            _print_frame(left, "")
+            print(f"total: about {left['est_hours'].sum():.1f} hours"
+                  + (" (models without a finished run not counted)" if left["est_hours"].isna().any() else ""))
         return 0
     if args.command == "agents-table":
         summary = summarise_agents(load_agents(args.results_dir, profile=args.profile))
