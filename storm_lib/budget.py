@@ -240,6 +240,35 @@ def profile_budgets(choices: pd.DataFrame) -> dict:
     return out
 
 
+BUDGETS_FILE = "budgets.json"   # in the package: read by storm_lib.profiles.chosen_budgets
+
+
+def apply_budgets(profile: str = "cpu", results_dir=None, dry_run: bool = False) -> int:
+    """Write :func:`profile_budgets` of the finished budget runs into ``storm_lib/budgets.json`` for
+    ``profile`` (universes whose five curves are complete; exactly the rule's output, so a curve that
+    gets a new budget drops its universe's choice until it is complete again). The
+    profile's plain runs of those models then train with these budgets, get new run directories, and
+    their earlier runs become superseded (:func:`storm_lib.run.superseded_runs`)."""
+    import json
+    from pathlib import Path
+
+    chosen = profile_budgets(choose(summarise(load(results_dir, profile=profile))))
+    path = Path(__file__).with_name(BUDGETS_FILE)
+    data = json.loads(path.read_text())
+    merged = chosen
+    print(f"{profile}: {json.dumps(merged, indent=1) if merged else '{}'}")
+    if merged == data.get(profile, {}):
+        print("no change")
+        return 0
+    if dry_run:
+        print("(dry run: nothing written)")
+        return 0
+    data[profile] = merged
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # RL agents (paper Table 3): environment steps against validation Sharpe and trading activity
 # ----------------------------------------------------------------------------------------------
@@ -358,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     arun.add_argument("--seed", nargs="+", type=int, default=list(SEEDS))
     arun.add_argument("--budget", nargs="+", type=int, default=None,
                       help="environment steps (default: AGENT_BUDGETS per algorithm)")
+    apply = sub.add_parser("apply", help="write the rule's budgets of the universes with complete curves into "
+                                         "storm_lib/budgets.json (the profile's Profile.budgets)")
+    apply.add_argument("--profile", default="cpu")
+    apply.add_argument("--results-dir", default=None)
+    apply.add_argument("--dry-run", action="store_true", help="print the budgets, write nothing")
     atable = sub.add_parser("agents-table", help="print the agents' summary: Sharpe, trades and the chosen budgets")
     for a in (arun, atable):
         a.add_argument("--profile", default="cpu")
@@ -415,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"total: about {left['est_hours'].sum():.1f} hours"
                   + (" (models without a finished run not counted)" if left["est_hours"].isna().any() else ""))
         return 0
+    if args.command == "apply":
+        return apply_budgets(args.profile, args.results_dir, args.dry_run)
     if args.command == "agents-table":
         summary = summarise_agents(load_agents(args.results_dir, profile=args.profile))
         _print_frame(summary, "no finished agent-budget runs")

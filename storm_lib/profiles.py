@@ -66,6 +66,16 @@ class Profile:
         return replace(self, train=replace(self.train, **kw))
 
 
+def chosen_budgets(profile: str) -> dict:
+    """The budgets chosen for ``profile`` from the budget study (``storm_lib/budgets.json``, written by
+    ``python -m storm_lib.budget apply``): universe -> torch model -> windows; {} when none."""
+    import json
+    from importlib import resources
+
+    text = resources.files("storm_lib").joinpath("budgets.json").read_text()
+    return {u: {m: int(b) for m, b in models.items()} for u, models in json.loads(text).get(profile, {}).items()}
+
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke", window=16,
@@ -87,6 +97,7 @@ PROFILES: dict[str, Profile] = {
         # 25 training steps (measured: 221 s of steps, 232 s of validation per epoch), so budget runs
         # there validate every 100 x 8 = 800 windows, near DJ30's 960
         budget_options={"sp500": {"steps_per_epoch": 100}},
+        budgets=chosen_budgets("cpu"),
     ),
     "paper": Profile(
         "paper", window=64,

@@ -262,3 +262,14 @@ def test_remaining_lists_unfinished_points_with_a_compute_estimate():
     assert left.loc[("transformer", 64000), "est_hours"] == pytest.approx(2 * 64000 / 90 / 3600)
     assert ("transformer", 1000) not in left.index
     assert np.isnan(left.loc[("storm", 1000), "est_hours"])   # no finished run to estimate from
+
+
+def test_the_committed_profile_budgets_follow_the_committed_curves():
+    """storm_lib/budgets.json (Profile.budgets of the cpu profile) holds exactly what the rule gives on the
+    committed budget runs: a finished curve cannot be left unapplied, nor a choice outlive its curve."""
+    from storm_lib.profiles import PROFILES, chosen_budgets
+    from storm_lib.utils import REPO_ROOT
+
+    runs = budget.load(REPO_ROOT / "results")
+    assert chosen_budgets("cpu") == budget.profile_budgets(budget.choose(budget.summarise(runs)))
+    assert PROFILES["cpu"].budgets == chosen_budgets("cpu")
