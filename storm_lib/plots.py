@@ -318,13 +318,14 @@ def cost_curves(curves: pd.DataFrame, metrics=("APY", "ASR"), title: str = "", o
 
 
 def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, title: str = "", order=None) -> Figure:
-    """The training-budget study of one universe (:mod:`storm_lib.budget`): validation RankIC, test RankIC
-    and compute per run against the training windows seen (log axis). Lines: the mean over seeds per model
-    with ± one standard error; dots: the seeds."""
+    """The training-budget study of one universe (:mod:`storm_lib.budget`): validation RankIC at the end of
+    training (the curve the rule reads; dotted: at the selected epoch, biased upward by the selection),
+    test RankIC of the selected epoch and compute per run against the training windows seen (log axis).
+    Lines: the mean over seeds per model with ± one standard error; dots: the seeds."""
     from .presentation.paper import model_label
 
     fig, axes = _figure(3, height=3.8, width=13)
-    panels = (("val_RankIC", "val_mean", "val_se", "validation RankIC (selects)"),
+    panels = (("val_final", "val_mean", "val_se", "validation RankIC, end of training"),
               ("test_RankIC", "test_mean", "test_se", "test RankIC (never selects)"),
               ("compute_seconds", "compute_mean_s", None, "compute per run (s)"))
     models = [m for m in (order or []) if m in set(summary["model"])]
@@ -343,6 +344,8 @@ def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, title: str = "", or
             err = s[se].fillna(0.0).to_numpy() if se else None
             ax.errorbar(x, s[mean], yerr=err, marker="o", ms=4, capsize=3, label=name,
                         **{k: v for k, v in st.items() if k in ("color", "ls", "lw")})
+            if col == "val_final" and "val_best_mean" in s:   # the selected epoch's, for comparison
+                ax.plot(x, s["val_best_mean"], ls=":", lw=1, color=st.get("color"))
             r = runs[runs["model"] == m]
             ax.scatter(r["windows_seen"].fillna(r["budget"]), r[col], s=10, alpha=0.5, color=st.get("color"))
         ax.set_xscale("log")

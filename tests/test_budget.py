@@ -20,7 +20,8 @@ def _runs(points: dict, model="transformer", universe="dj30") -> pd.DataFrame:
         for seed, v in enumerate(vals):
             rows.append({"model": model, "universe": universe, "budget": b, "seed": seed, "windows_seen": b,
                          "train_windows": 2768, "passes": b / 2768, "epochs": 3, "best_epoch": 2,
-                         "val_RankIC": v, "test_RankIC": -v, "fit_seconds": b / 100, "compute_seconds": b / 90,
+                         "val_RankIC": v + 0.01, "val_final": v, "test_RankIC": -v, "fit_seconds": b / 100,
+                         "compute_seconds": b / 90,
                          "model_version": 1, "run_dir": f"/x/{model}/{b}/{seed}"})
     return pd.DataFrame(rows, columns=budget.COLUMNS)
 
@@ -32,6 +33,7 @@ def test_summary_is_mean_and_standard_error_over_seeds():
     assert r.loc[1000, "val_se"] == pytest.approx(np.std([0.01, 0.03], ddof=1) / math.sqrt(2))
     assert r.loc[4000, "val_se"] == pytest.approx(np.std([0.02, 0.02, 0.05], ddof=1) / math.sqrt(3))
     assert r.loc[1000, "test_mean"] == pytest.approx(-0.02)
+    assert r.loc[1000, "val_best_mean"] == pytest.approx(0.03)   # the selected epoch's (here final + 0.01)
     assert r.loc[4000, "compute_total_s"] == pytest.approx(3 * 4000 / 90)
     assert math.isnan(budget.summarise(_runs({1000: [0.01]})).loc[0, "val_se"])  # one seed: no SE
 
@@ -72,7 +74,7 @@ def test_points_with_one_seed_do_not_count_and_missing_budgets_are_listed():
     assert budget.choose(s).iloc[0]["status"] == "plateau (some budgets still running)"
 
 
-def test_the_grid_runs_the_smallest_budget_first_and_spans_the_issue_range():
+def test_the_grid_runs_the_smallest_budget_first_and_spans_the_issue_range(monkeypatch):
     specs = budget.specs(["dj30"], ["transformer", "factorvae"], seeds=(0, 1))
     assert [s.options_dict[budget.OPTION] for s in specs] == [b for b in budget.BUDGETS["dj30"] for _ in range(4)]
     assert [(s.model, s.seed) for s in specs[:4]] == [("transformer", 0), ("transformer", 1), ("factorvae", 0),
@@ -81,6 +83,7 @@ def test_the_grid_runs_the_smallest_budget_first_and_spans_the_issue_range():
     for grid in budget.BUDGETS.values():  # issue 18: at least 4 budgets spanning at least 30x
         assert len(grid) >= 4 and max(grid) / min(grid) >= 30
     # an extension adds a step to one curve only
+    monkeypatch.setattr(budget, "EXTENSIONS", {("dj30", "storm_wo_ts"): (256_000,)})
     ext = budget.specs(["dj30"], ["storm_wo_ts", "factorvae"], seeds=(0,))
     assert [(s.model, s.options_dict[budget.OPTION]) for s in ext][-2:] == [("factorvae", 64000),
                                                                              ("storm_wo_ts", 256000)]
@@ -126,6 +129,7 @@ def test_load_reads_budget_runs_only(tmp_path):
     assert list(runs["budget"]) == [1000, 4000] and list(runs["seed"]) == [0, 1]
     r = runs.iloc[0]
     assert r["val_RankIC"] == 0.02 and r["test_RankIC"] == 0.01 and r["windows_seen"] == 1000
+    assert r["val_final"] == pytest.approx(0.01)        # the last epoch of history.csv, not the selected one
     assert r["passes"] == pytest.approx(1000 / 2768) and r["epochs"] == 2 and r["compute_seconds"] == 50.0
     assert budget.load(tmp_path / "nothing").empty
 
@@ -144,8 +148,9 @@ def test_page_tables_and_text_say_what_is_not_run_yet():
     s = budget.summarise(runs)
     c = budget.choose(s)
     t = nb.budget_table(s, "dj30", ["transformer", "storm"])
-    assert t.loc[("Transformer", "4,000"), "val RankIC"] == "0.0360 ± 0.0010"
-    assert t.loc[("STORM", "64,000"), "val RankIC"] == "not run yet"
+    assert t.loc[("Transformer", "4,000"), "val RankIC, end of training"] == "0.0360 ± 0.0010"
+    assert t.loc[("Transformer", "4,000"), "val RankIC, selected epoch"] == "0.0460 ± 0.0010"
+    assert t.loc[("STORM", "64,000"), "val RankIC, end of training"] == "not run yet"
     ct = nb.budget_choice_table(c, "dj30", ["transformer", "storm"])
     assert ct.loc["Transformer", "chosen budget"] == "4,000" and ct.loc["STORM", "status"] == "not run yet"
     text = nb.budget_text(c, "dj30", "DJ30", ["transformer", "storm"])

@@ -531,17 +531,26 @@ RankIC. Test RankIC is read at that same epoch and is shown separately: it never
 
 The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 windows (64x); SP500 450 /
 2,800 / 5,600 / 14,000 windows (31x), about 0.16 / 1 / 2 / 5 passes over its training days; two seeds per point.
-A curve still rising at the largest budget gets one more step where that step is affordable
-(`storm_lib.budget.EXTENSIONS`): DJ30 STORM-w/o-TS at 256,000 windows (about 70 minutes per seed; a STORM or
-Transformer run of that size would take 4 to 5 hours per seed on this machine).
+A curve still rising at the largest budget may get one more step where that step is affordable
+(`storm_lib.budget.EXTENSIONS`, empty so far: a STORM or Transformer run of 256,000 DJ30 windows would take 4
+to 5 hours per seed on this machine).
 An SP500 epoch of a budget run is 100 batches of 8 (800 windows, option `steps_per_epoch=100`,
 `Profile.budget_options`), near DJ30's 960: a validation pass over SP500's 504 validation days costs about as
 much as 25 training steps, so validating every 200 windows would spend half the compute on validation.
 For comparison, the `cpu` profile's plain runs (early stopping) saw 3,200 to 11,500 windows on DJ30 and
 1,000 to 5,300 on SP500 (epochs run x steps per epoch x batch size, from their `history.csv`).
 
+**Which validation RankIC.** A run's selected epoch is the one with the best validation RankIC, so its
+validation RankIC is the largest of one noisy value per epoch: biased upward, and the more so the more
+epochs a budget has (2 epochs at 1,000 DJ30 windows, 67 at 64,000). Measured here: DJ30 STORM-w/o-TS at
+64,000 windows, 0.023 at the selected epoch and 0.004 after the last epoch; STORM-w/o-CS, 0.011 to 0.020 at
+the selected epoch and below zero after the last epoch at every budget. The curves and the rule therefore
+read the validation RankIC **at the end of training** (after the last epoch, where the schedule has
+decayed to zero), which no selection has touched; the selected epoch's value is drawn dotted beside it.
+The table runs still use the selected epoch (every torch model here is selected by validation RankIC).
+
 **The profile rule** (`storm_lib.budget.choose`): per model and universe, the smallest budget whose mean
-validation RankIC is within one standard error (over seeds) of the best budget's. When that is the largest
+end-of-training validation RankIC is within one standard error (over seeds) of the best budget's. When that is the largest
 budget run, every smaller budget is more than one SE below it: the curve is still rising and the verdict
 for that model is **inconclusive: needs >= X windows** (X the grid's next step); while larger budgets of
 the grid have not finished, it reads "still rising ..., larger budgets not run yet" and nothing is chosen.
@@ -573,8 +582,8 @@ choice = budget.choose(summary)'''),
     md("""
 ## Curves
 
-Per universe: validation RankIC (left, the score that selects the epoch and the budget), test RankIC (middle,
-never used to choose) and the compute each run cost (right, seconds of one run on this machine's CPU, from
+Per universe: validation RankIC at the end of training (left, the score that chooses the budget; dotted:
+at the selected epoch), test RankIC of the selected epoch (middle, never used to choose) and the compute each run cost (right, seconds of one run on this machine's CPU, from
 its `run.json`, interrupted attempts included), against the training windows each run saw. Lines: mean over
 seeds ± one standard error; dots: single seeds. Below each chart, every point of the grid with its seeds,
 passes over the training days, mean ± SE and compute; `not run yet` where no seed has finished."""),

@@ -70,8 +70,9 @@ def _duration(s) -> str:
 
 def budget_table(summary: pd.DataFrame, universe: str, models=None) -> pd.DataFrame:
     """One row per (model, budget) of ``universe``, every point of the grid (``not run yet`` where no
-    seed finished): seeds, windows seen and passes over the training days, validation and test RankIC
-    (mean ± SE over seeds), compute per run (mean) and in all."""
+    seed finished): seeds, windows seen and passes over the training days, validation RankIC at the end
+    of training (what the rule reads) and at the selected epoch (biased upward by the selection), test
+    RankIC of the selected epoch (mean ± SE over seeds), compute per run (mean) and in all."""
     models = list(models) if models is not None else budget_mod.MODELS
     s = summary[summary["universe"] == universe].set_index(["model", "budget"])
     rows = []
@@ -82,13 +83,15 @@ def budget_table(summary: pd.DataFrame, universe: str, models=None) -> pd.DataFr
             key = (model, b)
             if key not in s.index:
                 rows.append({"model": model_label(model), "budget (windows)": f"{b:,}", "seeds": 0,
-                             "passes": "–", "val RankIC": "not run yet", "test RankIC": "not run yet",
+                             "passes": "–", "val RankIC, end of training": "not run yet",
+                             "val RankIC, selected epoch": "–", "test RankIC": "not run yet",
                              "compute / run": "–", "compute, all seeds": "–"})
                 continue
             r = s.loc[key]
             rows.append({"model": model_label(model), "budget (windows)": f"{b:,}", "seeds": int(r["seeds"]),
                          "passes": "–" if math.isnan(r["passes"]) else f"{r['passes']:.2f}",
-                         "val RankIC": _pm(r["val_mean"], r["val_se"]),
+                         "val RankIC, end of training": _pm(r["val_mean"], r["val_se"]),
+                         "val RankIC, selected epoch": _pm(r["val_best_mean"], r["val_best_se"]),
                          "test RankIC": _pm(r["test_mean"], r["test_se"]),
                          "compute / run": _duration(r["compute_mean_s"]),
                          "compute, all seeds": _duration(r["compute_total_s"])})
@@ -126,7 +129,7 @@ def budget_text(choice: pd.DataFrame, universe: str, label: str, models=None) ->
             lines.append(f"- **{name}**: not run yet on {label} (needs at least two budgets with two seeds each).")
             continue
         r = c.loc[model]
-        where = (f"the best mean validation RankIC is at {int(r['best_budget']):,} windows "
+        where = (f"the best mean validation RankIC at the end of training is at {int(r['best_budget']):,} windows "
                  f"({_pm(r['best_val_mean'], r['best_val_se'])}, mean ± SE over seeds)")
         if str(r["status"]).startswith("still rising"):
             lines.append(f"- **{name}**: {where}, and every smaller budget is more than one SE below it; "
