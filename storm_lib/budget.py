@@ -65,7 +65,7 @@ MODELS = ("storm", "storm_wo_ts", "storm_wo_cs", "factorvae", "transformer")
 SEEDS = (0, 1)
 
 COLUMNS = ["model", "universe", "budget", "seed", "windows_seen", "train_windows", "passes", "epochs",
-           "best_epoch", "val_RankIC", "val_final", "test_RankIC", "fit_seconds", "compute_seconds",
+           "best_epoch", "val_RankIC", "val_final", "test_RankIC", "test_final", "fit_seconds", "compute_seconds",
            "model_version", "run_dir"]
 
 
@@ -106,7 +106,9 @@ def load(results_dir=None, include_superseded: bool = False, protocol: str = "cl
     ``Profile.budget_options``, no other options): the columns
     :data:`COLUMNS`. ``val_RankIC`` is the selected epoch's (the best by validation), ``test_RankIC`` the
     test RankIC of that same model; both the standard convention. ``val_final``: the validation RankIC
-    after the last epoch, the end of the schedule (``history.csv``), which no selection has touched. ``compute_seconds`` includes earlier,
+    after the last epoch, the end of the schedule (``history.csv``), which no selection has touched;
+    ``test_final``: the test RankIC of that same end-of-training model (``RankIC_end`` in ``metrics.csv``,
+    :func:`storm_lib.tasks.portfolio.end_of_training_rows`; NaN for runs made before it was recorded). ``compute_seconds`` includes earlier,
     interrupted attempts (:func:`storm_lib.run.compute_seconds`). Runs of an older model version than the
     newest in their group are left out unless ``include_superseded``."""
     from .run import compute_seconds, record_model_version
@@ -121,6 +123,7 @@ def load(results_dir=None, include_superseded: bool = False, protocol: str = "cl
     for path, record, spec in _runs_of(results_dir, keep, protocol, profile, include_superseded):
         opts = spec.options_dict
         m = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
+        end = m[(m["convention"] == "-") & (m["metric"] == "RankIC_end")].set_index("split")["value"]
         m = m[(m["convention"] == "standard") & (m["metric"] == "RankIC")].set_index("split")["value"]
         info = record.get("info") or {}
         hist = pd.read_csv(path / "history.csv") if (path / "history.csv").is_file() else None
@@ -132,7 +135,7 @@ def load(results_dir=None, include_superseded: bool = False, protocol: str = "cl
             "epochs": len(hist) if hist is not None else np.nan, "best_epoch": info.get("best_epoch"),
             "val_RankIC": float(m.get("valid", np.nan)),
             "val_final": float(hist["val_RankIC"].iloc[-1]) if hist is not None and len(hist) else np.nan,
-            "test_RankIC": float(m.get("test", np.nan)),
+            "test_RankIC": float(m.get("test", np.nan)), "test_final": float(end.get("test", np.nan)),
             "fit_seconds": info.get("fit_seconds"), "compute_seconds": compute_seconds(path, record),
             "model_version": record_model_version(record), "run_dir": str(path),
         })
@@ -149,20 +152,24 @@ def _se(x: pd.Series) -> float:
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (universe, model, budget): seeds, mean windows seen and passes, mean ± SE over seeds of the
     validation RankIC at the end of training (``val_mean``/``val_se``: the curve the rule reads), of the
-    selected epoch's (``val_best_mean``/``val_best_se``) and of test RankIC, mean and total compute seconds.
+    selected epoch's (``val_best_mean``/``val_best_se``) and of test RankIC (selected epoch), the mean test
+    RankIC at the end of training over the seeds that recorded it (``test_end_mean``, ``test_end_seeds``),
+    mean and total compute seconds.
 
     Why the end of training: the selected epoch's validation RankIC is the largest of one noisy value per
     epoch, so it is biased upward, the more the more epochs a budget has (67 at 64,000 DJ30 windows, 2 at
     1,000); measured on DJ30 STORM-w/o-TS: 0.023 at 64,000 windows for the selected epoch, 0.004 at the
     end of training. The end of a schedule that decays to zero is the model that budget trains."""
     cols = ["universe", "model", "budget", "seeds", "windows_seen", "passes", "val_mean", "val_se",
-            "val_best_mean", "val_best_se", "test_mean", "test_se", "compute_mean_s", "compute_total_s"]
+            "val_best_mean", "val_best_se", "test_mean", "test_se", "test_end_mean", "test_end_seeds",
+            "compute_mean_s", "compute_total_s"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
     g = runs.groupby(["universe", "model", "budget"], sort=True)
     out = g.agg(seeds=("seed", "nunique"), windows_seen=("windows_seen", "mean"), passes=("passes", "mean"),
                 val_mean=("val_final", "mean"), val_se=("val_final", _se),
                 val_best_mean=("val_RankIC", "mean"), val_best_se=("val_RankIC", _se),
+                test_end_mean=("test_final", "mean"), test_end_seeds=("test_final", "count"),
                 test_mean=("test_RankIC", "mean"), test_se=("test_RankIC", _se),
                 compute_mean_s=("compute_seconds", "mean"), compute_total_s=("compute_seconds", "sum"))
     return out.reset_index()[cols]

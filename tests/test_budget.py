@@ -20,7 +20,8 @@ def _runs(points: dict, model="transformer", universe="dj30") -> pd.DataFrame:
         for seed, v in enumerate(vals):
             rows.append({"model": model, "universe": universe, "budget": b, "seed": seed, "windows_seen": b,
                          "train_windows": 2768, "passes": b / 2768, "epochs": 3, "best_epoch": 2,
-                         "val_RankIC": v + 0.01, "val_final": v, "test_RankIC": -v, "fit_seconds": b / 100,
+                         "val_RankIC": v + 0.01, "val_final": v, "test_RankIC": -v, "test_final": np.nan,
+                         "fit_seconds": b / 100,
                          "compute_seconds": b / 90,
                          "model_version": 1, "run_dir": f"/x/{model}/{b}/{seed}"})
     return pd.DataFrame(rows, columns=budget.COLUMNS)
@@ -278,3 +279,26 @@ def test_the_committed_profile_budgets_follow_the_committed_curves():
     runs = budget.load(REPO_ROOT / "results")
     assert chosen_budgets("cpu") == budget.profile_budgets(budget.choose(budget.summarise(runs)))
     assert PROFILES["cpu"].budgets == chosen_budgets("cpu")
+
+
+def test_a_budget_run_records_the_end_of_training_model_beside_the_selected_one(data_dir, tmp_path, monkeypatch):
+    """RankIC_end is the model after the last epoch: its validation value is the last line of history.csv
+    (the same computation), while every other number is the selected epoch's, restored afterwards."""
+    from storm_lib.run import RunSpec, run_grid
+
+    monkeypatch.setenv("STORM_REUSE_FITS", "0")
+    # seed 1: the best epoch is the first of three, so the selected and the end-of-training models differ
+    spec = RunSpec.make("portfolio", "dj30", "lstm", profile="smoke", seed=1, options={budget.OPTION: 160})
+    res = run_grid([spec], tmp_path, data_dir=data_dir, progress=False)
+    assert res["status"][0] == "done", res["error"][0]
+    path = Path(res["run_dir"][0])
+    m = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
+    end = m[m["metric"] == "RankIC_end"].set_index("split")["value"]
+    hist = pd.read_csv(path / "history.csv")
+    assert len(hist) == 3 and set(end.index) == {"valid", "test"}
+    assert end["valid"] == pytest.approx(hist["val_RankIC"].iloc[-1], abs=1e-9)
+    selected = m[(m["metric"] == "RankIC") & (m["convention"] == "standard")].set_index("split")["value"]
+    assert selected["valid"] == pytest.approx(hist["val_RankIC"].max(), abs=1e-9)
+    assert hist["best"].tolist() == [True, False, False] and end["valid"] != selected["valid"]
+    row = budget.load(tmp_path, profile="smoke").iloc[0]
+    assert row["test_final"] == end["test"] and row["val_final"] == hist["val_RankIC"].iloc[-1]

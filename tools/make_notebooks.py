@@ -548,6 +548,8 @@ the selected epoch and below zero after the last epoch at every budget. The curv
 read the validation RankIC **at the end of training** (after the last epoch, where the schedule has
 decayed to zero), which no selection has touched; the selected epoch's value is drawn dotted beside it.
 The table runs still use the selected epoch (every torch model here is selected by validation RankIC).
+Runs made since the end-of-training model is recorded (`RankIC_end` in `metrics.csv`) also give its test
+RankIC, in the tables' last column: whether what the schedule learns on 2019–2021 carries to 2021–2024.
 
 **The profile rule** (`storm_lib.budget.choose`): per model and universe, the smallest budget whose mean
 end-of-training validation RankIC is within one standard error (over seeds) of the best budget's. When that is the largest

@@ -72,7 +72,8 @@ def budget_table(summary: pd.DataFrame, universe: str, models=None) -> pd.DataFr
     """One row per (model, budget) of ``universe``, every point of the grid (``not run yet`` where no
     seed finished): seeds, windows seen and passes over the training days, validation RankIC at the end
     of training (what the rule reads) and at the selected epoch (biased upward by the selection), test
-    RankIC of the selected epoch (mean ± SE over seeds), compute per run (mean) and in all."""
+    RankIC of the selected epoch (mean ± SE over seeds) and at the end of training (runs that recorded it),
+    compute per run (mean) and in all."""
     models = list(models) if models is not None else budget_mod.MODELS
     s = summary[summary["universe"] == universe].set_index(["model", "budget"])
     rows = []
@@ -85,6 +86,7 @@ def budget_table(summary: pd.DataFrame, universe: str, models=None) -> pd.DataFr
                 rows.append({"model": model_label(model), "budget (windows)": f"{b:,}", "seeds": 0,
                              "passes": "–", "val RankIC, end of training": "not run yet",
                              "val RankIC, selected epoch": "–", "test RankIC": "not run yet",
+                             "test RankIC, end of training": "–",
                              "compute / run": "–", "compute, all seeds": "–"})
                 continue
             r = s.loc[key]
@@ -93,6 +95,9 @@ def budget_table(summary: pd.DataFrame, universe: str, models=None) -> pd.DataFr
                          "val RankIC, end of training": _pm(r["val_mean"], r["val_se"]),
                          "val RankIC, selected epoch": _pm(r["val_best_mean"], r["val_best_se"]),
                          "test RankIC": _pm(r["test_mean"], r["test_se"]),
+                         "test RankIC, end of training": ("not recorded" if not r["test_end_seeds"] else
+                                                          f"{r['test_end_mean']:.4f} ({int(r['test_end_seeds'])} "
+                                                          f"seed{'s' if r['test_end_seeds'] > 1 else ''})"),
                          "compute / run": _duration(r["compute_mean_s"]),
                          "compute, all seeds": _duration(r["compute_total_s"])})
     return pd.DataFrame(rows).set_index(["model", "budget (windows)"]) if rows else pd.DataFrame()

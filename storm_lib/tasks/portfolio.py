@@ -38,6 +38,7 @@ own directory and a run without any keeps its identity and outputs.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -236,6 +237,36 @@ def predict_scores(model, panel, proto, split: str, sample: bool = False, seed: 
     return panel.frame(np.where(panel.valid[t], scores, np.nan), t)
 
 
+END_SPLITS = ("valid", "test")
+
+
+def end_of_training_rows(model, panel, proto) -> list[dict]:
+    """RankIC and RankICIR (standard convention) of the weights after the last epoch, on the validation
+    and test splits: metrics ``RankIC_end`` / ``RankICIR_end``, convention ``-``. Every other number of a
+    run is the selected epoch's; these are the model the whole schedule trained, which no selection has
+    touched (the budget study's curves read them, :mod:`storm_lib.budget`). The weights are the fit's
+    last checkpoint (``last.pt`` in the run's scratch directory); the selected epoch's are put back
+    afterwards. Empty when the fit left no checkpoint here (a fit restored from the shared store)."""
+    import torch
+
+    folder = getattr(model, "run_dir", None)
+    if folder is None or not (Path(folder) / "last.pt").is_file():
+        return []
+    last = torch.load(Path(folder) / "last.pt", map_location="cpu", weights_only=False)["net"]
+    selected = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+    rows: list[dict] = []
+    try:
+        model.net.load_state_dict(last)
+        for split in END_SPLITS:
+            t = panel.split(proto, split)
+            s = metrics.ic_summary(metrics.rank_ic(model.predict(panel, split=split, protocol=proto),
+                                                   panel.label_frame(t)))
+            rows += _rows(split, "-", {"RankIC_end": s["RankIC"], "RankICIR_end": s["RankICIR"]})
+    finally:
+        model.net.load_state_dict(selected)
+    return rows
+
+
 def _rows(split: str, convention: str, values: dict) -> list[dict]:
     return [{"split": split, "convention": convention, "metric": k, "value": float(v)} for k, v in values.items()]
 
@@ -329,6 +360,10 @@ def run(spec, ctx: RunContext) -> RunOutput:
             t = panel.split(proto, split)
             rows += _rows(split, "-", model.diagnostics(panel, t[::TRAIN_DIAGNOSTIC_STRIDE] if split == "train" else t))
         info["diagnostics_seconds"] = round(time.perf_counter() - t0, 3)
+    if model is not None and "windows_seen" in info:  # a budget run: the model its whole schedule trained
+        t0 = time.perf_counter()
+        rows += end_of_training_rows(model, panel, proto)
+        info["end_of_training_seconds"] = round(time.perf_counter() - t0, 3)
     if model is not None:
         info["predict_seconds"] = round(predict_seconds, 3)
         hist = getattr(model, "history_", None)
