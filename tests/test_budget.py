@@ -302,3 +302,14 @@ def test_a_budget_run_records_the_end_of_training_model_beside_the_selected_one(
     assert hist["best"].tolist() == [True, False, False] and end["valid"] != selected["valid"]
     row = budget.load(tmp_path, profile="smoke").iloc[0]
     assert row["test_final"] == end["test"] and row["val_final"] == hist["val_RankIC"].iloc[-1]
+
+
+def test_no_end_of_training_rows_without_the_fit_s_last_checkpoint(tmp_path):
+    """A fit restored from the shared store left no last.pt in this run: nothing is reported, rather than
+    the selected weights under the end-of-training name."""
+    from types import SimpleNamespace
+
+    from storm_lib.tasks.portfolio import end_of_training_rows
+
+    assert end_of_training_rows(SimpleNamespace(run_dir=None), None, None) == []
+    assert end_of_training_rows(SimpleNamespace(run_dir=tmp_path), None, None) == []
