@@ -2,21 +2,27 @@
 
 Every point is a portfolio run with the option ``budget_windows=N`` (:attr:`TrainConfig.budget_windows`):
 training sees exactly N windows, the learning-rate schedule (warm-up + cosine) spans those N windows and
-early stopping is off, so the curve is not cut short; the reported epoch is still the one with the best
-validation RankIC. Test RankIC is read at that epoch and is never used to choose anything.
+early stopping is off, so the curve is not cut short; the run's model is still the epoch with the best
+validation RankIC. The curves read the validation RankIC at the end of training (the selected epoch's is
+biased upward by the selection over epochs, see :func:`summarise`). Test RankIC is only reported.
 
-* :data:`BUDGETS` / :func:`specs`: the grid (models x universes x budgets x seeds), smallest budget first.
+* :data:`BUDGETS` / :func:`grid_for` / :func:`specs`: the grid (models x universes x budgets x seeds),
+  smallest budget first.
 * :func:`load`: finished budget runs as a tidy table, one row per run.
 * :func:`summarise`: per model, universe and budget, mean and standard error over seeds.
-* :func:`choose`: the profile rule: the smallest budget whose mean validation RankIC is within one
-  standard error (over seeds) of the best budget's; when that is the largest budget tried, the curve is
-  still rising there and the choice is "inconclusive: needs >= X windows" (X the grid's next step).
-* :func:`profile_budgets`: the chosen budgets as ``Profile.budgets`` (the other torch models: equal
-  windows seen, the universe's largest chosen budget); a plain run of the profile then trains with its
-  budget and reuses the study's run of that budget (:func:`storm_lib.run.budget_twin`).
+* :func:`choose`: the profile rule: the smallest budget whose mean end-of-training validation RankIC is
+  within one standard error (over seeds) of the best budget's; when that is the largest budget tried,
+  the curve is still rising there and the choice is "inconclusive: needs >= X windows" (X the grid's
+  next step).
+* :func:`profile_budgets` / :func:`apply_budgets`: the chosen budgets as ``Profile.budgets`` (the other
+  torch models: equal windows seen, the universe's largest chosen budget), written to
+  ``storm_lib/budgets.json``; a plain run of the profile then trains with its budget and reuses the
+  study's run of that budget (:func:`storm_lib.run.budget_twin`).
+* :func:`remaining`: the points not run yet, with a compute estimate.
 
     python -m storm_lib.budget run --universe dj30 --model transformer factorvae [--seed 0 1] [--dry-run]
     python -m storm_lib.budget table [--universe dj30]
+    python -m storm_lib.budget apply [--dry-run]
     python -m storm_lib.budget agents-run --model ppo dqn sac [--seed 0 1] [--dry-run]
     python -m storm_lib.budget agents-table
 
