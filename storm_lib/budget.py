@@ -279,15 +279,14 @@ def apply_budgets(profile: str = "cpu", results_dir=None, dry_run: bool = False)
     chosen = profile_budgets(choose(summarise(load(results_dir, profile=profile))))
     path = Path(__file__).with_name(BUDGETS_FILE)
     data = json.loads(path.read_text())
-    merged = chosen
-    print(f"{profile}: {json.dumps(merged, indent=1) if merged else '{}'}")
-    if merged == data.get(profile, {}):
+    print(f"{profile}: {json.dumps(chosen, indent=1) if chosen else '{}'}")
+    if chosen == data.get(profile, {}):
         print("no change")
         return 0
     if dry_run:
         print("(dry run: nothing written)")
         return 0
-    data[profile] = merged
+    data[profile] = chosen
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

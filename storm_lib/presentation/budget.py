@@ -158,8 +158,9 @@ def agent_budget_table(summary: pd.DataFrame, choice: pd.DataFrame | None = None
     s = summary.set_index(["model", "budget"]) if len(summary) else summary
     status = ({} if choice is None or choice.empty else dict(zip(choice["model"], choice["status"])))
     rows = []
+    grid = budget_mod.agent_grid()
     for model in budget_mod.AGENT_METHODS:
-        for b in budget_mod.AGENT_BUDGETS[budget_mod._agent_algo(model)]:
+        for b in grid[(budget_mod.AGENT_UNIVERSE, model)]:
             row = {"agent": model_label(model) + (" (PPO)" if model.startswith("storm") else ""),
                    "env steps": f"{b:,}"}
             if len(s) and (model, b) in s.index:
