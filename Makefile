@@ -30,9 +30,11 @@ demo: setup
 	  notebooks/table2_portfolio.ipynb out/table2_portfolio.ipynb $(DEMO_PARAMS)
 	@echo "demo: the executed notebook is out/table2_portfolio.ipynb (open it in Jupyter)"
 
-## The test suite (tests that need the real data read $$STORM_DATA_DIR).
+## The test suite (tests that need the real data read $$STORM_DATA_DIR), on TEST_WORKERS processes
+## (pytest-xdist; 0 = in this process). The tests keep to one thread each (STORM_NUM_THREADS in CI).
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=10
 
 ## Speed figures (needs $$STORM_DATA_DIR; prints, asserts nothing).
 bench: setup
