@@ -304,6 +304,29 @@ def test_a_budget_run_records_the_end_of_training_model_beside_the_selected_one(
     assert row["test_final"] == end["test"] and row["val_final"] == hist["val_RankIC"].iloc[-1]
 
 
+def test_end_of_training_rows_are_the_selected_ones_when_the_last_epoch_was_selected(tmp_path):
+    """Same weights, same numbers: copied from the selected rows, nothing predicted (the model here has no
+    network, so a prediction would raise)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from storm_lib.tasks.portfolio import end_of_training_rows
+
+    torch.save({"net": {}, "epoch": 4, "best_epoch": 4}, tmp_path / "last.pt")
+    selected = [{"split": s, "convention": c, "metric": m, "value": v}
+                for s, base in (("valid", 0.01), ("test", 0.02)) for c, shift in (("standard", 0.0), ("official", 1.0))
+                for m, v in (("RankIC", base + shift), ("RankICIR", 10 * base + shift))]
+    rows = end_of_training_rows(SimpleNamespace(run_dir=tmp_path), None, None, selected)
+    got = {(r["split"], r["metric"]): r["value"] for r in rows}
+    assert got == {("valid", "RankIC_end"): 0.01, ("valid", "RankICIR_end"): 0.1,
+                   ("test", "RankIC_end"): 0.02, ("test", "RankICIR_end"): 0.2}
+    assert {r["convention"] for r in rows} == {"-"}
+    torch.save({"net": {}, "epoch": 4, "best_epoch": 1}, tmp_path / "last.pt")
+    with pytest.raises(AttributeError):  # another epoch was selected: the last weights must be evaluated
+        end_of_training_rows(SimpleNamespace(run_dir=tmp_path), None, None, selected)
+
+
 def test_no_end_of_training_rows_without_the_fit_s_last_checkpoint(tmp_path):
     """A fit restored from the shared store left no last.pt in this run: nothing is reported, rather than
     the selected weights under the end-of-training name."""

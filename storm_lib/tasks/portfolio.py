@@ -240,19 +240,26 @@ def predict_scores(model, panel, proto, split: str, sample: bool = False, seed: 
 END_SPLITS = ("valid", "test")
 
 
-def end_of_training_rows(model, panel, proto) -> list[dict]:
+def end_of_training_rows(model, panel, proto, selected_rows: list[dict] | None = None) -> list[dict]:
     """RankIC and RankICIR (standard convention) of the weights after the last epoch, on the validation
     and test splits: metrics ``RankIC_end`` / ``RankICIR_end``, convention ``-``. Every other number of a
     run is the selected epoch's; these are the model the whole schedule trained, which no selection has
     touched (the budget study's curves read them, :mod:`storm_lib.budget`). The weights are the fit's
     last checkpoint (``last.pt`` in the run's scratch directory); the selected epoch's are put back
-    afterwards. Empty when the fit left no checkpoint here (a fit restored from the shared store)."""
+    afterwards. Empty when the fit left no checkpoint here (a fit restored from the shared store).
+    When the last epoch is the selected one the weights are the same, so the values are copied from
+    ``selected_rows`` (the run's standard-convention rows) instead of predicting both splits again."""
     import torch
 
     folder = getattr(model, "run_dir", None)
     if folder is None or not (Path(folder) / "last.pt").is_file():
         return []
-    last = torch.load(Path(folder) / "last.pt", map_location="cpu", weights_only=False)["net"]
+    ck = torch.load(Path(folder) / "last.pt", map_location="cpu", weights_only=False)
+    if selected_rows is not None and ck["best_epoch"] == ck["epoch"]:
+        same = {(r["split"], r["metric"]): r["value"] for r in selected_rows if r["convention"] == "standard"}
+        return [row for split in END_SPLITS for row in _rows(split, "-", {
+            "RankIC_end": same[(split, "RankIC")], "RankICIR_end": same[(split, "RankICIR")]})]
+    last = ck["net"]
     selected = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
     rows: list[dict] = []
     try:
@@ -362,7 +369,7 @@ def run(spec, ctx: RunContext) -> RunOutput:
         info["diagnostics_seconds"] = round(time.perf_counter() - t0, 3)
     if model is not None and "windows_seen" in info:  # a budget run: the model its whole schedule trained
         t0 = time.perf_counter()
-        rows += end_of_training_rows(model, panel, proto)
+        rows += end_of_training_rows(model, panel, proto, None if cfg["sample_predictions"] else rows)
         info["end_of_training_seconds"] = round(time.perf_counter() - t0, 3)
     if model is not None:
         info["predict_seconds"] = round(predict_seconds, 3)
