@@ -512,3 +512,14 @@ def test_budget_gate_downgrades_claims_resting_on_models_not_shown_on_their_plat
     assert g["training budget"][0] == "Transformer: 16,000 windows, still rising at 16,000 windows; larger budgets not run yet"
     g = V.budget_gate(frame(["no", "yes", "yes"]), choices)
     assert g["replicated"].tolist() == ["no", "yes", "yes"]   # STORM behind an undertrained comparator: still no
+    # a torch model outside the study (LSTM) takes the equal-windows budget: named, never a downgrade
+    lstm = replace(claims[0], text="STORM beats the LSTM on DJ30 RankIC", against=("LSTM",))
+    v = pd.DataFrame({"claim": [lstm.text], "replicated": ["yes"]})
+    v.attrs.update(claims=[lstm], datasets=[["dj30"]], statuses=[["yes"]])
+    g = V.budget_gate(v, choices)
+    assert g["replicated"][0] == "inconclusive (budget: a comparator not shown on its plateau)"  # no budget yet
+    monkeypatch.setitem(profiles.PROFILES, "cpu", replace(profiles.PROFILES["cpu"],
+                                                          budgets={"dj30": {"storm": 16000, "lstm": 16000}}))
+    g = V.budget_gate(v, choices)
+    assert g["replicated"][0] == "yes"
+    assert g["training budget"][0] == "LSTM: 16,000 windows (equal windows; no curve of its own)"

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..budget import MODELS as STUDIED  # the budget study's five model families
 from . import evidence
 from .fmt import _fmt_interval, _fmt_pct, _num, markdown_table
 from .paper import (DETERMINISTIC_ROWS, FLOOR_ROWS, TR_MARKET_ROW, TRADING_STOCKS, _better, _fmt_gain, _fmt_margin,
@@ -486,7 +487,10 @@ def budget_gate(v: pd.DataFrame, choices: pd.DataFrame | None, profile: str = "c
     a model without a chosen budget was trained with early stopping, and a chosen budget whose curve is
     not on its plateau ("still rising", "inconclusive: needs >= X windows", "not run yet") is not shown to
     be enough. A "no" or "inconclusive" then cannot be read as a refutation while STORM is such a model,
-    nor a "yes" as a replication while a comparator is: both read ``inconclusive (budget: ...)``.
+    nor a "yes" as a replication while a comparator is: both read ``inconclusive (budget: ...)``. A torch
+    model outside the study's five families (``STUDIED``: LSTM, CAFactor, HireVAE) trains with the largest
+    budget chosen in its universe (equal windows seen, :func:`storm_lib.budget.profile_budgets`): the
+    column names that budget and the claim is not downgraded for it.
     Returns a copy; ``attrs["statuses"]`` follows."""
     from ..profiles import get_profile
 
@@ -514,6 +518,10 @@ def budget_gate(v: pd.DataFrame, choices: pd.DataFrame | None, profile: str = "c
                 st = status.get((u, name), "not run yet")
                 if chosen is None:
                     why = "early stopping, no chosen budget"
+                elif name not in STUDIED:  # the rule's equal windows: a stated budget, no curve to be off
+                    notes.setdefault(f"{int(chosen):,} windows (equal windows; no curve of its own)",
+                                     []).append(label)
+                    continue
                 elif st.startswith("plateau"):
                     continue
                 else:
@@ -549,7 +557,8 @@ def verdict_markdown(v: pd.DataFrame, note: str = "") -> str:
             + (" Training budget: the learned models a claim rests on that are not shown on the plateau of "
                "their training-budget curve (trained with early stopping, or at a chosen budget whose curve "
                "still rises); a \"no\" while STORM is one of them, or a \"yes\" while a comparator is, reads "
-               "inconclusive (budget)." if "training budget" in v.columns else ""))
+               "inconclusive (budget). LSTM, CAFactor and HireVAE have no curve of their own: they train with "
+               "the largest budget chosen in their universe (equal windows seen)." if "training budget" in v.columns else ""))
     return head + (" " + note if note else "") + "\n\n" + markdown_table(v, index=False)
 
 
