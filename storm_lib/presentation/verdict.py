@@ -546,6 +546,8 @@ def budget_gate(v: pd.DataFrame, choices: pd.DataFrame | None, profile: str = "c
 
 def verdict_markdown(v: pd.DataFrame, note: str = "") -> str:
     """The verdict as a MyST/GitHub pipe table with a header naming the tests and the correction."""
+    unstudied = [label for label, name in _torch_models().items() if name not in STUDIED]
+    unstudied = ", ".join(unstudied[:-1]) + " and " + unstudied[-1] if len(unstudied) > 1 else "".join(unstudied)
     head = (f"Protocol `{v.attrs.get('protocol', '?')}`, split `{v.attrs.get('split', '?')}`; "
             f"{v.attrs.get('n_rows', 0):,} result rows used. A \"beats\" claim reads yes only when both the "
             "seed-level test (Welch t over seeds) and the day-level test (paired daily differences, seeds "
@@ -557,8 +559,8 @@ def verdict_markdown(v: pd.DataFrame, note: str = "") -> str:
             + (" Training budget: the learned models a claim rests on that are not shown on the plateau of "
                "their training-budget curve (trained with early stopping, or at a chosen budget whose curve "
                "still rises); a \"no\" while STORM is one of them, or a \"yes\" while a comparator is, reads "
-               "inconclusive (budget). LSTM, CAFactor and HireVAE have no curve of their own: they train with "
-               "the largest budget chosen in their universe (equal windows seen)." if "training budget" in v.columns else ""))
+               f"inconclusive (budget). {unstudied} have no curve of their own: they train with the "
+               "largest budget chosen in their universe (equal windows seen)." if "training budget" in v.columns else ""))
     return head + (" " + note if note else "") + "\n\n" + markdown_table(v, index=False)
 
 
