@@ -495,6 +495,7 @@ def test_budget_gate_downgrades_claims_resting_on_models_not_shown_on_their_plat
     choices = pd.DataFrame({"universe": ["dj30", "dj30"], "model": ["storm", "transformer"],
                             "status": ["plateau", "still rising at 16,000 windows; larger budgets not run yet"]})
     # no chosen budgets: every learned model trained with early stopping
+    monkeypatch.setitem(profiles.PROFILES, "cpu", replace(profiles.PROFILES["cpu"], budgets={}))
     g = V.budget_gate(frame(["yes", "no", "no"]), choices)
     assert g["replicated"].tolist() == ["inconclusive (budget: a comparator not shown on its plateau)",
                                         "inconclusive (budget: STORM not shown on its plateau)",

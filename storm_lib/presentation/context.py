@@ -340,7 +340,8 @@ class Context:
         sel = runs[(runs["task"] == task) & (runs["universe"] == universe) & (runs["model"] == model)
                    & (runs["protocol"] == (protocol or self.params.get("protocol")))
                    & (runs["profile"] == self.params.get("profile")) & (runs["options"].fillna("") == opt)
-                   & (runs["model_version"] == model_version(model))]   # runs of the model's current method
+                   & (runs["model_version"] == model_version(model))    # runs of the model's current method
+                   & ~runs["superseded"].astype(bool)]                   # ... and of its current budget
         return sorted({int(x) for x in sel["seed"]}) or [0]
 
     def specs(self, task: str, models=None, universes=None, seeds=None, options=None) -> list[RunSpec]:
