@@ -449,6 +449,9 @@ def test_compute_record_sums_wall_time_per_book_part():
     md = C.compute_markdown(runs)
     assert "| **total** |  | 6 |  | 2.1 h |  |" in md and "STORM 6.7 min" in md
     assert C.compute_markdown(pd.DataFrame()).startswith("No finished runs")
+    # superseded runs (an earlier version or budget) leave their parts and get a line of their own
+    md = C.compute_markdown(runs.assign(superseded=[False, True, False, False, False, False]))
+    assert "STORM 5.0 min" in md and "| superseded runs" in md and "| **total** |  | 6 |  | 2.1 h |  |" in md
 
 
 def test_trading_activity_counts_trades_and_holders(monkeypatch):

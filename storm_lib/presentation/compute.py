@@ -54,9 +54,16 @@ def compute_summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 def compute_markdown(runs: pd.DataFrame) -> str:
     """The reproducibility page's compute record: one line per book part and universe, the models in
-    it, then the total."""
+    it, then one line for the superseded runs (earlier model versions or training budgets, on disk but on
+    no page; :func:`storm_lib.run.superseded_runs`) and the total spent."""
+    if runs is not None and not runs.empty and "superseded" in runs:
+        old = runs["superseded"].fillna(False).astype(bool)
+        runs, superseded = runs[~old], runs[old]
+    else:
+        superseded = pd.DataFrame()
     c = compute_summary(runs)
-    if c.empty:
+    old_c = compute_summary(superseded)
+    if c.empty and old_c.empty:
         return "No finished runs in the results directory yet."
     rows = []
     for (part, uni), g in c.groupby(["part", "universe"], sort=True):
@@ -66,8 +73,13 @@ def compute_markdown(runs: pd.DataFrame) -> str:
                      "seeds": f"{int(g['seeds'].min())}–{int(g['seeds'].max())}"
                      if g["seeds"].min() != g["seeds"].max() else str(int(g["seeds"].min())),
                      "wall time": _fmt_duration(float(g["total_s"].sum())), "by model": per_model})
-    rows.append({"part": "**total**", "universe": "", "runs": int(c["runs"].sum()), "seeds": "",
-                 "wall time": _fmt_duration(float(c["total_s"].sum())), "by model": ""})
+    if not old_c.empty:
+        rows.append({"part": "superseded runs (earlier model versions or budgets; on no page)", "universe": "",
+                     "runs": int(old_c["runs"].sum()), "seeds": "",
+                     "wall time": _fmt_duration(float(old_c["total_s"].sum())), "by model": ""})
+    rows.append({"part": "**total**", "universe": "", "runs": int(c["runs"].sum() + old_c["runs"].sum()),
+                 "seeds": "", "wall time": _fmt_duration(float(c["total_s"].sum() + old_c["total_s"].sum())),
+                 "by model": ""})
     text = markdown_table(pd.DataFrame(rows), index=False)
     adopted = int(runs["adopted_from"].notna().sum()) if "adopted_from" in runs else 0
     if adopted:
