@@ -537,8 +537,10 @@ to 5 hours per seed on this machine).
 An SP500 epoch of a budget run is 100 batches of 8 (800 windows, option `steps_per_epoch=100`,
 `Profile.budget_options`), near DJ30's 960: a validation pass over SP500's 504 validation days costs about as
 much as 25 training steps, so validating every 200 windows would spend half the compute on validation.
-For comparison, the `cpu` profile's plain runs (early stopping) saw 3,200 to 11,500 windows on DJ30 and
-1,000 to 5,300 on SP500 (epochs run x steps per epoch x batch size, from their `history.csv`).
+For comparison, the `cpu` profile's plain runs with early stopping, before any budget was chosen, saw 3,200
+to 11,500 windows on DJ30 and 1,000 to 5,300 on SP500 (epochs run x steps per epoch x batch size, from
+their `history.csv`). Once a universe's budgets are chosen (`python -m storm_lib.budget apply`, section
+"Chosen budgets" below), its plain runs train with them and the early-stopping runs are superseded.
 
 **Which validation RankIC.** A run's selected epoch is the one with the best validation RankIC, so its
 validation RankIC is the largest of one noisy value per epoch: biased upward, and the more so the more
