@@ -477,6 +477,12 @@ def _torch_models() -> dict[str, str]:
     return {model_label(m): m for m in MODEL_NAMES if issubclass(model_class(m), TorchReturnModel)}
 
 
+def _unstudied() -> str:
+    """The torch models outside the budget study, as "A, B and C" (they take the equal-windows budget)."""
+    labels = [label for label, name in _torch_models().items() if name not in STUDIED]
+    return ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else "".join(labels)
+
+
 def budget_gate(v: pd.DataFrame, choices: pd.DataFrame | None, profile: str = "cpu") -> pd.DataFrame:
     """The verdict with the training budget of every learned model it rests on (issue 18): a column
     ``training budget`` and, where a budget is not shown to be enough, the verdict downgraded.
@@ -546,8 +552,6 @@ def budget_gate(v: pd.DataFrame, choices: pd.DataFrame | None, profile: str = "c
 
 def verdict_markdown(v: pd.DataFrame, note: str = "") -> str:
     """The verdict as a MyST/GitHub pipe table with a header naming the tests and the correction."""
-    unstudied = [label for label, name in _torch_models().items() if name not in STUDIED]
-    unstudied = ", ".join(unstudied[:-1]) + " and " + unstudied[-1] if len(unstudied) > 1 else "".join(unstudied)
     head = (f"Protocol `{v.attrs.get('protocol', '?')}`, split `{v.attrs.get('split', '?')}`; "
             f"{v.attrs.get('n_rows', 0):,} result rows used. A \"beats\" claim reads yes only when both the "
             "seed-level test (Welch t over seeds) and the day-level test (paired daily differences, seeds "
@@ -559,7 +563,7 @@ def verdict_markdown(v: pd.DataFrame, note: str = "") -> str:
             + (" Training budget: the learned models a claim rests on that are not shown on the plateau of "
                "their training-budget curve (trained with early stopping, or at a chosen budget whose curve "
                "still rises); a \"no\" while STORM is one of them, or a \"yes\" while a comparator is, reads "
-               f"inconclusive (budget). {unstudied} have no curve of their own: they train with the "
+               f"inconclusive (budget). {_unstudied()} have no curve of their own: they train with the "
                "largest budget chosen in their universe (equal windows seen)." if "training budget" in v.columns else ""))
     return head + (" " + note if note else "") + "\n\n" + markdown_table(v, index=False)
 
