@@ -40,6 +40,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from . import schedule
 from .profiles import BUDGET_OPTION, get_profile
 
 #: the option that sets a run's training budget (a TrainConfig field, see storm_lib.train.budget_plan)
@@ -225,19 +226,22 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
 
 def remaining(runs: pd.DataFrame, universes=None, models=MODELS, seeds=SEEDS) -> pd.DataFrame:
     """The grid's runs not finished yet (:func:`grid_for` x ``seeds``) and an estimate of their compute:
-    per (universe, model), the median compute per training window of its finished runs times the
-    budget (None where the model has no finished run on that universe). Columns: universe, model,
-    budget, seeds (still to run), est_hours (all of them, one core)."""
+    per (universe, model), the median over its finished runs of each run's fixed cost plus its fit time
+    per window times the budget (:func:`storm_lib.schedule.scaled_seconds`; NaN where the model has no
+    finished run on that universe). Columns: universe, model, budget, seeds (still to run), est_hours
+    (all of them, one core)."""
     rows = []
     for u in universes or BUDGETS:
         for m in models:
-            done = runs[(runs["universe"] == u) & (runs["model"] == m)]
-            rate = (done["compute_seconds"] / done["windows_seen"]).median() if len(done) else np.nan
+            done = runs[(runs["universe"] == u) & (runs["model"] == m) & (runs["windows_seen"] > 0)]
             for b in grid_for(u, m):
                 todo = sorted(set(seeds) - set(done.loc[done["budget"] == b, "seed"]))
                 if todo:
+                    per_run = np.median([schedule.scaled_seconds(c, f, w, b) for c, f, w in
+                                         zip(done["compute_seconds"], done["fit_seconds"], done["windows_seen"])]) \
+                        if len(done) else np.nan
                     rows.append({"universe": u, "model": m, "budget": b, "seeds": todo,
-                                 "est_hours": len(todo) * b * rate / 3600 if np.isfinite(rate) else np.nan})
+                                 "est_hours": len(todo) * per_run / 3600})
     return pd.DataFrame(rows, columns=["universe", "model", "budget", "seeds", "est_hours"])
 
 
@@ -422,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     arun.add_argument("--dry-run", action="store_true", help="print the equivalent storm_lib.run commands only")
     arun.add_argument("--data-dir", default=None)
     arun.add_argument("--quiet", action="store_true")
+    for a in (run, arun):
+        a.add_argument("--time-limit", default=None, metavar="DURATION",
+                       help="start a run only if its estimate fits in the time left (90m, 2h30m); "
+                            "the others are deferred (storm_lib.schedule)")
     return ap
 
 
@@ -436,6 +444,8 @@ def _run(todo, args, argv) -> int:
 
     for spec in todo:
         check_spec(spec, args.data_dir)
+    if args.time_limit is not None:
+        schedule.parse_duration(args.time_limit)
     print(f"{len(todo)} run(s), smallest budget first; the same as:")
     for spec in todo:
         print("  " + spec.command())
@@ -443,9 +453,10 @@ def _run(todo, args, argv) -> int:
     if args.dry_run:
         return 0
     summary = run_grid(todo, args.results_dir, args.data_dir, progress=not args.quiet,
-                       argv=["python", "-m", "storm_lib.budget", *(argv if argv is not None else sys.argv[1:])])
+                       argv=["python", "-m", "storm_lib.budget", *(argv if argv is not None else sys.argv[1:])],
+                       time_limit=args.time_limit)
     for row in summary.itertuples():
-        print(f"{row.status}: {row.run_dir} ({row.seconds:.0f} s)")
+        print(f"{row.status}: {row.run_dir or ''} ({row.seconds:.0f} s)")
         if row.error:
             print(row.error.rstrip().splitlines()[-1])
     return 1 if (summary["status"] == "failed").any() else 0

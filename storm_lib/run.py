@@ -49,7 +49,7 @@ if __name__ == "__main__":  # the command line: refuse a misspelled --option bef
 import pandas as pd
 
 from . import data as data_mod
-from . import executors
+from . import executors, schedule
 from .features import FEATURE_VERSION
 from .models import model_version
 from .panel import PROTOCOLS, get_protocol, split_indices
@@ -613,32 +613,72 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
 
 
 def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop_on_error: bool = False,
-             cache: RunCache | None = None, argv: list[str] | None = None, executor=None) -> pd.DataFrame:
+             cache: RunCache | None = None, argv: list[str] | None = None, executor=None,
+             time_limit: str | float | None = None) -> pd.DataFrame:
     """Run ``specs`` in order, skipping finished ones; prices and panels are shared through ``cache``.
 
-    Returns one row per spec: spec columns, ``status`` (done / skipped / adopted / busy / failed), ``seconds``,
+    Returns one row per spec: spec columns, ``status`` (done / skipped / adopted / busy / failed /
+    deferred), ``seconds``,
     ``run_dir``, ``error`` (the traceback of a failed run). ``stop_on_error``: re-raise the first
     failure's exception (its partial directory removed; finished runs stay finished).
     ``executor``: None / ``"local"`` (this process), ``"ray"`` (one Ray task per run, the same run
     directories) or an executor object (:mod:`storm_lib.executors`).
+    ``time_limit`` (seconds or ``"2h30m"``, local executor): a run that would need to compute is started
+    only when its estimate (:func:`storm_lib.schedule.estimate_seconds`, times
+    :data:`~storm_lib.schedule.MARGIN`) fits in the time left; otherwise it is ``deferred`` (``error``
+    says why) and the next spec is tried.
     """
     from tqdm.auto import tqdm
 
     specs = list(specs)
     if executor not in (None, "local"):
+        if time_limit is not None:
+            raise ValueError("a time limit works with the local executor only (Ray: set the cluster job's own limit)")
         rows = executors.get_executor(executor).run(specs, results_dir, data_dir, progress, stop_on_error, cache, argv)
         return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["status", "seconds", "run_dir", "error"])
     cache = cache if cache is not None else RunCache()
+    deadline = None if time_limit is None else time.monotonic() + schedule.parse_duration(time_limit)
+    timings = run_timings(results_dir) if deadline is not None else []
     rows = []
     bar = tqdm(specs, desc="runs", disable=not progress, unit="run")
     for spec in bar:
         bar.set_postfix_str(f"{spec.universe}/{spec.model} {spec.options_str} seed {spec.seed}".replace("  ", " "))
+        late = _too_long(spec, timings, deadline, results_dir, RunContext(data_dir=data_dir, cache=cache, progress=False))
+        if late:
+            rows.append({**spec.as_row(), "status": "deferred", "seconds": 0.0, "run_dir": None, "error": late})
+            if progress:
+                tqdm.write(f"deferred: {spec.command()}: {late}")
+            continue
         row = run_one(spec, results_dir, data_dir, progress, cache, argv, raise_errors=stop_on_error)
         rows.append(row)
+        if deadline is not None and row["status"] == "done":  # its timing informs the next estimates
+            timings += run_timings(runs=[(Path(row["run_dir"]), json.loads((Path(row["run_dir"]) / "run.json").read_text()))])
         if row["status"] == "failed" and progress:
             tqdm.write(f"run failed: {spec}\n{row['error']}")
     bar.close()
     return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["status", "seconds", "run_dir", "error"])
+
+
+def _too_long(spec: RunSpec, timings, deadline: float | None, results_dir, ctx: RunContext) -> str:
+    """Why ``spec`` should not start before ``deadline`` (a ``time.monotonic()`` value), or ``""``: a run
+    that needs no compute (finished, or adopted from its finished budget twin) always starts, and so does
+    one with no estimate."""
+    if deadline is None:
+        return ""
+    left = deadline - time.monotonic()
+    try:
+        if is_finished(run_dir(spec, results_dir, ctx)):
+            return ""
+        twin = budget_twin(spec)
+        if twin is not None and is_finished(run_dir(twin, results_dir, ctx)):
+            return ""
+    except Exception:  # noqa: BLE001 - run_one reports a bad spec
+        return ""
+    est = schedule.estimate_seconds(spec, timings)
+    if est is None or est * schedule.MARGIN <= left:
+        return ""
+    return (f"estimated {schedule.fmt_duration(est)} (x{schedule.MARGIN} margin) but "
+            f"{schedule.fmt_duration(left)} of the time limit left; rerun the command to run it")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -775,6 +815,13 @@ def compute_seconds(path: str | os.PathLike, record: dict | None = None) -> floa
     return float(wall) + max(0.0, float(hist["seconds"].sum()) - counted)
 
 
+def run_timings(results_dir=None, runs=None) -> list[tuple[dict, float | None]]:
+    """``(run.json record, compute_seconds)`` of every finished run (or of ``runs``: (directory, record)
+    pairs): what :func:`storm_lib.schedule.estimate_seconds` reads."""
+    return [(record, compute_seconds(path, record)) for path, record in (runs if runs is not None
+                                                                        else finished_runs(results_dir))]
+
+
 def list_runs(results_dir=None) -> pd.DataFrame:
     """One row per finished run: spec columns, finished timestamp, wall seconds (the finishing attempt),
     compute seconds (:func:`compute_seconds`: with earlier, interrupted attempts' fits), model version,
@@ -861,6 +908,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--list", action="store_true", help="show finished runs (filtered by the given fields)")
     ap.add_argument("--dry-run", action="store_true", help="print each run directory and whether it is finished")
     ap.add_argument("--stop-on-error", action="store_true")
+    ap.add_argument("--time-limit", default=None, metavar="DURATION",
+                    help="start a run only if its estimate from finished runs fits in the time left "
+                         "(5400, 90m, 2h30m); the others are deferred: rerun to continue (local executor)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     executors.add_arguments(ap)  # --executor local|ray, --address, per-run resources
     return ap
@@ -934,6 +984,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             specs = _specs_from_args(args)
             executor = executors.from_args(args)
+            if args.time_limit is not None:
+                schedule.parse_duration(args.time_limit)
             ctx = RunContext(data_dir=args.data_dir, progress=False)
             for spec in specs:  # the protocol against the data: before anything runs
                 check_dates(spec, ctx)
@@ -948,7 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         summary = run_grid(specs, args.results_dir, args.data_dir, progress=not args.quiet,
                            stop_on_error=args.stop_on_error, cache=ctx.cache,
-                           argv=["python", "-m", "storm_lib.run", *argv], executor=executor)
+                           argv=["python", "-m", "storm_lib.run", *argv], executor=executor,
+                           time_limit=args.time_limit)
         for row in summary.itertuples():
             print(f"\n{row.status}: {row.run_dir or ''} ({row.seconds:.1f} s)")
             if row.status in ("done", "skipped", "adopted"):

@@ -1,0 +1,100 @@
+"""Time limits for a queue of runs: how long a run will take, estimated from the finished runs.
+
+``python -m storm_lib.run ... --time-limit 2h30m`` (and ``python -m storm_lib.budget run``) start a run
+only when its estimate fits in the time left, so a session or a cluster job with a wall-clock limit
+does not end in the middle of a run whose partial it cannot keep. A run that does not fit is
+``deferred``: not started, listed in the summary; rerunning the command later runs it.
+
+The estimate (:func:`estimate_seconds`) reads the records of finished runs of the same task, universe,
+model and profile. A run of a known number of training windows (the ``budget_windows`` option, or the
+budget the profile chose for the model) is scaled from each record by :func:`scaled_seconds`: the
+record's fixed cost (data, features, prediction: compute minus fit time) plus its fit time per window
+times the windows asked for. Other runs take the compute of records with the same options. The median
+of the three most recent estimates is used. A run with no record to estimate from is started: the
+limit defers only what is known not to fit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+
+from .profiles import BUDGET_OPTION, budget_options
+
+#: an estimate is multiplied by this before it is compared with the time left (load, noise)
+MARGIN = 1.1
+
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from ``"5400"``, ``"90m"``, ``"2h"``, ``"1h30m"`` or ``"1h 30m 15s"``; ValueError otherwise."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        s = str(text).strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", s):
+            seconds = float(s)
+        else:
+            parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", s)
+            if not parts or "".join(n + u for n, u in parts) != s or len({u for _, u in parts}) != len(parts):
+                raise ValueError(f"not a duration: {text!r} (examples: 5400, 90m, 2h, 1h30m)")
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a time limit must be positive; got {text!r}")
+    return seconds
+
+
+def fmt_duration(seconds: float) -> str:
+    """``1 h 05 min`` / ``12 min`` / ``40 s``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def scaled_seconds(compute: float, fit: float | None, seen: float, windows: float) -> float:
+    """The compute of a run of ``windows`` training windows, from a run that cost ``compute`` seconds of
+    which ``fit`` were the model fit over ``seen`` windows: the fixed part stays, the fit scales with the
+    windows. Without a fit time the whole compute scales."""
+    fit = compute if fit is None or not math.isfinite(fit) or fit <= 0 else min(float(fit), compute)
+    return (compute - fit) + fit * float(windows) / float(seen)
+
+
+def target_windows(spec) -> int | None:
+    """The training windows ``spec`` will see when that is fixed in advance: its ``budget_windows``
+    option or the budget its profile chose for the model on its universe (None: early stopping)."""
+    opts = spec.options_dict
+    if BUDGET_OPTION in opts:
+        return int(opts[BUDGET_OPTION])
+    chosen = budget_options(spec.profile, spec.universe, spec.model, opts)
+    return int(chosen[BUDGET_OPTION]) if chosen else None
+
+
+def estimate_seconds(spec, timings, recent: int = 3) -> float | None:
+    """Compute seconds ``spec`` is expected to take (one process, this machine), from ``timings``:
+    ``(run.json record, compute seconds)`` pairs of finished runs (:func:`storm_lib.run.run_timings`).
+    None when no record matches. Runs adopted from the budget study (copies) are not timings and are
+    skipped."""
+    windows = target_windows(spec)
+    key = (spec.task, spec.universe, spec.model, spec.profile)
+    found = []
+    for record, compute in timings:
+        s = record.get("spec") or {}
+        if (compute is None or record.get("adopted_from")
+                or (s.get("task"), s.get("universe"), s.get("model"), s.get("profile")) != key):
+            continue
+        info = record.get("info") or {}
+        seen = info.get("windows_seen")
+        if windows is not None and seen:
+            est = scaled_seconds(compute, info.get("fit_seconds"), seen, windows)
+        elif windows is None and (s.get("options") or {}) == spec.options_dict:
+            est = compute
+        else:
+            continue
+        found.append((str(record.get("finished") or ""), est))
+    if not found:
+        return None
+    return statistics.median(e for _, e in sorted(found)[-recent:])

@@ -1,0 +1,85 @@
+"""Time limits for a queue of runs (storm_lib.schedule, run_grid(time_limit=...), --time-limit)."""
+
+import pandas as pd
+import pytest
+
+from storm_lib import schedule
+from storm_lib.run import RunSpec, main, run_grid
+
+
+@pytest.mark.parametrize("text, seconds", [("5400", 5400), ("90m", 5400), ("2h", 7200), ("1h30m", 5400),
+                                           ("1h 30m 15s", 5415), ("0.5h", 1800), (120, 120)])
+def test_durations_parse(text, seconds):
+    assert schedule.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "90x", "1h1h", "-5", "0", "m", "1h30"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError):
+        schedule.parse_duration(text)
+
+
+def test_a_longer_budget_scales_the_fit_and_keeps_the_fixed_cost():
+    # 100 s of data and prediction, 900 s of fit over 3,000 windows -> 100 + 0.3 s per window
+    assert schedule.scaled_seconds(1000.0, 900.0, 3000, 12000) == pytest.approx(100 + 3600)
+    assert schedule.scaled_seconds(1000.0, None, 3000, 6000) == pytest.approx(2000)   # no fit time: all scales
+
+
+def _record(model="storm", universe="dj30", options=None, windows=None, fit=None, finished="2026-12-01", **extra):
+    info = {"windows_seen": windows, "fit_seconds": fit} if windows else {}
+    return {"spec": {"task": "portfolio", "universe": universe, "model": model, "profile": "cpu",
+                     "options": options or {}}, "info": info, "finished": finished, **extra}
+
+
+def test_the_estimate_scales_matching_runs_and_ignores_the_others():
+    spec = RunSpec.make("portfolio", "dj30", "storm", options={"budget_windows": 8000})
+    timings = [(_record(options={"budget_windows": 1000}, windows=1000, fit=80.0), 100.0),
+               (_record(options={"budget_windows": 4000}, windows=4000, fit=380.0, finished="2026-12-02"), 400.0),
+               (_record(model="lstm", windows=4000, fit=10.0), 20.0),                 # another model
+               (_record(universe="sp500", windows=4000, fit=10.0), 20.0),             # another universe
+               (_record(windows=4000, fit=1.0, adopted_from={"run": "x"}), 2.0),      # a copy, not a timing
+               (_record(windows=4000, fit=380.0), None)]                              # no compute recorded
+    # 20 + 80 * 8 = 660 and 20 + 380 * 2 = 780: the median of the two
+    assert schedule.estimate_seconds(spec, timings) == pytest.approx((660 + 780) / 2)
+    assert schedule.estimate_seconds(RunSpec.make("portfolio", "dj30", "hirevae",
+                                                  options={"budget_windows": 8000}), timings) is None
+
+
+def test_a_run_without_a_fixed_budget_is_estimated_from_runs_with_its_options():
+    spec = RunSpec.make("portfolio", "dj30", "lightgbm", options={"lr": 0.1})
+    timings = [(_record(model="lightgbm", options={"lr": 0.1}), 30.0),
+               (_record(model="lightgbm", options={"lr": 0.2}), 300.0)]
+    assert schedule.estimate_seconds(spec, timings) == 30.0
+
+
+def test_only_the_most_recent_runs_count():
+    spec = RunSpec.make("portfolio", "dj30", "lightgbm")
+    timings = [(_record(model="lightgbm", finished=f"2026-12-0{d}"), float(s))
+               for d, s in [(1, 1000), (2, 10), (3, 20), (4, 30)]]
+    assert schedule.estimate_seconds(spec, timings) == 20.0
+
+
+SPEC = RunSpec.make("portfolio", "sample", "market", "sample", "smoke", 0)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_run_that_cannot_finish_in_time_is_deferred_and_runs_later(data_dir, tmp_path):
+    first = run_grid([SPEC], tmp_path, data_dir=data_dir, progress=False)
+    assert list(first["status"]) == ["done"]
+    other = RunSpec.make("portfolio", "sample", "market", "sample", "smoke", 1)   # the same run, seed 1
+    unknown = RunSpec.make("portfolio", "sample", "reversal_1d", "sample", "smoke", 0)  # no timing yet
+    out = run_grid([SPEC, other, unknown], tmp_path, data_dir=data_dir, progress=False, time_limit=0.001)
+    assert list(out["status"]) == ["skipped", "deferred", "done"]    # finished: nothing to compute; unknown: runs
+    assert "estimated" in out.loc[1, "error"] and pd.isna(out.loc[1, "run_dir"])
+    again = run_grid([other], tmp_path, data_dir=data_dir, progress=False, time_limit="1h")
+    assert list(again["status"]) == ["done"]
+
+
+def test_the_command_line_refuses_a_bad_limit_and_a_limit_for_ray(data_dir, tmp_path, capsys):
+    args = ["--task", "portfolio", "--universe", "sample", "--model", "market", "--protocol", "sample",
+            "--profile", "smoke", "--results-dir", str(tmp_path), "--data-dir", str(data_dir)]
+    assert main(args + ["--time-limit", "soon"]) == 2
+    assert "not a duration" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="local executor"):
+        run_grid([SPEC], tmp_path, data_dir=data_dir, progress=False, executor="ray", time_limit="1h")
+    assert not any(tmp_path.rglob("run.json"))
