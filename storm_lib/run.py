@@ -464,20 +464,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def claimed_by(partial: Path) -> dict | None:
+    """The owner (``host``, ``pid``, ``started``) of a partial run directory when it is another live
+    process on this host; None when no such process holds it."""
+    try:
+        owner = json.loads((partial / "owner.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid()
+            and _pid_alive(int(owner.get("pid", -1)))):
+        return owner
+    return None
+
+
 def _claim(partial: Path) -> str | None:
     """Take the partial directory for this process, or say who holds it.
 
     A partial left by a dead process is cleaned except ``scratch/`` (checkpoints to resume from).
     """
     owner_file = partial / "owner.json"
-    if owner_file.is_file():
-        try:
-            owner = json.loads(owner_file.read_text())
-        except (OSError, ValueError):
-            owner = {}
-        if (owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid()
-                and _pid_alive(int(owner.get("pid", -1)))):
-            return f"being run by process {owner['pid']} (since {owner.get('started')})"
+    owner = claimed_by(partial)
+    if owner:
+        return f"being run by process {owner['pid']} (since {owner.get('started')})"
     if partial.is_dir():
         for child in partial.iterdir():
             if child.name != "scratch":

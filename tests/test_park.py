@@ -1,0 +1,76 @@
+"""Parking interrupted runs (storm_lib.park): a run interrupted on one machine, parked, restored into
+another results directory and rerun there equals the uninterrupted run."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from storm_lib import park
+from storm_lib.run import RunSpec, load_table, run_grid
+from storm_lib.tasks import RunCache
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SPEC = RunSpec("portfolio", "sample", "lstm", "sample", "smoke", seed=2)
+
+
+def _interrupt_after_first_epoch(monkeypatch):
+    from storm_lib import train
+
+    save = train._save
+
+    def save_then_interrupt(run_dir_, net, opt, sched, rng, epoch, *args):
+        save(run_dir_, net, opt, sched, rng, epoch, *args)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save", save_then_interrupt)
+    return lambda: monkeypatch.setattr(train, "_save", save)
+
+
+def test_a_parked_run_resumes_elsewhere_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    monkeypatch.setenv("STORM_REUSE_FITS", "0")
+    cache = RunCache()
+    ref = run_grid([SPEC], tmp_path / "ref", progress=False, cache=cache)
+    assert ref["status"][0] == "done", ref["error"][0]
+
+    undo = _interrupt_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid([SPEC], tmp_path / "a", progress=False, cache=cache)
+    undo()
+    assert [p.name.endswith(".partial") for p in park.partials(tmp_path / "a")] == [True]
+
+    rows = park.save(tmp_path / "a", tmp_path / "parked")
+    assert [r["status"] for r in rows] == ["parked"] and rows[0]["bytes"] > 0
+    back = park.restore(tmp_path / "b", tmp_path / "parked")          # another machine's results directory
+    assert [r["status"] for r in back] == ["restored"]
+    assert not any((tmp_path / "parked").iterdir())                   # the parking directory is emptied
+
+    out = run_grid([SPEC], tmp_path / "b", progress=False, cache=cache)
+    assert out["status"][0] == "done", out["error"][0]
+    rec = json.loads((Path(out["run_dir"][0]) / "run.json").read_text())
+    assert rec["info"]["resumed_from_epoch"] == 1
+    a, b = Path(ref["run_dir"][0]), Path(out["run_dir"][0])
+    pd.testing.assert_frame_equal(pd.read_csv(a / "metrics.csv", keep_default_na=False),
+                                  pd.read_csv(b / "metrics.csv", keep_default_na=False), check_exact=True)
+    pd.testing.assert_frame_equal(load_table(a, "scores"), load_table(b, "scores"))
+
+
+def test_live_runs_are_not_parked_and_finished_runs_drop_their_parked_copy(tmp_path):
+    part = tmp_path / "r" / "portfolio" / "x" / "m" / ".clean-cpu-seed0-abc.partial"
+    (part / "scratch" / "checkpoints").mkdir(parents=True)
+    (part / "scratch" / "checkpoints" / "last.pt").write_bytes(b"x" * 10)
+    (part / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
+    assert [r["status"] for r in park.save(tmp_path / "r", tmp_path / "p")] == ["running"]
+    (part / "owner.json").unlink()
+    assert [r["status"] for r in park.save(tmp_path / "r", tmp_path / "p")] == ["parked"]
+    assert [r["status"] for r in park.restore(tmp_path / "r", tmp_path / "p")] == ["kept"]  # checkpoints here win
+
+    (part.parent / "clean-cpu-seed0-abc").mkdir()
+    (part.parent / "clean-cpu-seed0-abc" / "run.json").write_text("{}")                   # it finished
+    assert [r["status"] for r in park.restore(tmp_path / "r", tmp_path / "p")] == ["stale"]
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())
