@@ -192,6 +192,12 @@ def test_missing_text_lists_budgets_and_seeds_per_model():
     assert "- DJ30 Transformer: 4,000: 0, 1; 16,000: 0, 1; 64,000: 0, 1" in text
     assert "- DJ30 STORM: 1,000: 0, 1;" in text and "--model storm transformer`" in text
     assert nb.budget_missing_text(plan.assign(finished=True)) == "16 of 16 runs of the grid are finished."
+    # with timings: a transformer run of 1,000 windows that cost 110 s (fit 100 s) -> 10 s + 0.1 s per window
+    rec = {"spec": {"task": "portfolio", "universe": "dj30", "model": "transformer", "profile": "cpu",
+                    "options": {budget.OPTION: 1000}}, "info": {"windows_seen": 1000, "fit_seconds": 100.0}}
+    timed = nb.budget_missing_text(plan, [(rec, 110.0)])
+    assert "- DJ30 Transformer: 4,000: 0, 1 (≈ 13.7 min); 16,000: 0, 1 (≈ 53.7 min)" in timed
+    assert "In all about 4.7 one-core hours for the budgets with an estimate" in timed   # STORM: no estimate
 
 
 def test_cli_dry_run_prints_the_runner_commands_and_table_reads_runs(tmp_path, capsys):

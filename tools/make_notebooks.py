@@ -574,12 +574,13 @@ results_dir = None   # None: $STORM_RESULTS_DIR, else results/ at the repository
 run_missing = False  # this page's default: finished runs only; True runs the missing grid now (hours)
 executor = "local"   # local (this process) | ray (one Ray task per missing run; cluster: $RAY_ADDRESS)'''),
     code(SETUP_IMPORTS + '''from storm_lib import budget
+from storm_lib.run import run_timings
 
 ctx = nb.setup("budget", universes=universes, models=models, seeds=seeds, protocol=protocol, profile=profile,
                data_dir=data_dir, results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nOne run per model, universe, budget and seed, smallest budget first. Runs not finished yet are listed."),
     code('''plan = nb.budget_plan(ctx)
-display(Markdown(nb.budget_missing_text(plan)))
+display(Markdown(nb.budget_missing_text(plan, run_timings(ctx.params.get("results_dir")))))
 runs = nb.budget_frame(plan, ctx)
 summary = budget.summarise(runs)
 choice = budget.choose(summary)'''),

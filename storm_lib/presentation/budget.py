@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from .. import budget as budget_mod
+from .. import schedule
 from .context import Context, as_ints, is_all
 from .fmt import _fmt_duration
 from .paper import model_label
@@ -31,23 +32,42 @@ def budget_plan(ctx: Context) -> pd.DataFrame:
     return ctx.ensure(budget_specs(ctx), echo=lambda *a, **k: None)
 
 
-def budget_missing_text(plan: pd.DataFrame) -> str:
+def budget_missing_text(plan: pd.DataFrame, timings=None) -> str:
     """How many runs of the grid are finished, the budgets not finished per universe and model, and the
-    command that runs them (the resumable grid, smallest budget first)."""
+    command that runs them (the resumable grid, smallest budget first). With ``timings``
+    (:func:`storm_lib.run.run_timings`), each budget also gets the compute it is expected to need, one
+    core (:func:`storm_lib.schedule.estimate_seconds`: from the finished runs of the same model)."""
     done = int(plan["finished"].sum())
     head = f"{done} of {len(plan)} runs of the grid are finished."
     todo = plan[~plan["finished"]]
     if todo.empty:
         return head
-    lines = [head, "", "Not run yet (budget in windows: seeds):", ""]
+    lines = [head, "", "Not run yet (budget in windows: seeds" + ("; estimated one-core compute" if timings is not None
+                                                              else "") + "):", ""]
+    total, unknown = 0.0, False
     for (u, m), g in todo.groupby(["universe", "model"], sort=False):
         g = g.assign(budget=[s.options_dict.get(budget_mod.OPTION) for s in g["spec"]])
-        parts = [f"{int(b):,}: {', '.join(str(x) for x in sorted(gb['seed']))}" for b, gb in g.groupby("budget")]
+        parts = []
+        for b, gb in g.groupby("budget"):
+            part = f"{int(b):,}: {', '.join(str(x) for x in sorted(gb['seed']))}"
+            if timings is not None:
+                est = [schedule.estimate_seconds(spec, timings) for spec in gb["spec"]]
+                if any(e is None for e in est):
+                    unknown = True
+                else:
+                    total += sum(est)
+                    part += f" (≈ {_fmt_duration(sum(est))})"
+            parts.append(part)
         lines.append(f"- {u.upper()} {model_label(m)}: " + "; ".join(parts))
+    if timings is not None:
+        lines += ["", f"In all about {total / 3600:,.1f} one-core hours"
+                      + (" for the budgets with an estimate (a model with no finished run on a universe has none)"
+                         if unknown else "") + "."]
     models = " ".join(dict.fromkeys(todo["model"]))
     unis = " ".join(dict.fromkeys(todo["universe"]))
     lines += ["", f"To run them: `python -m storm_lib.budget run --universe {unis} --model {models}` "
-                  "(finished runs are skipped; `--dry-run` prints one `storm_lib.run` command per run)."]
+                  "(finished runs are skipped; `--dry-run` prints one `storm_lib.run` command per run; "
+                  "`--time-limit 2h` starts only what fits)."]
     return "\n".join(lines)
 
 
