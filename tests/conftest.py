@@ -79,3 +79,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def interrupt_after_first_epoch(monkeypatch):
+    """A function that makes every later torch fit stop (KeyboardInterrupt, as a killed run) right after
+    writing its first epoch's checkpoint; it returns the function that restores normal fits."""
+    from storm_lib import train
+
+    save = train._save
+
+    def save_then_interrupt(run_dir_, net, opt, sched, rng, epoch, *args):
+        save(run_dir_, net, opt, sched, rng, epoch, *args)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    def start():
+        monkeypatch.setattr(train, "_save", save_then_interrupt)
+        return lambda: monkeypatch.setattr(train, "_save", save)
+
+    return start

@@ -18,27 +18,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SPEC = RunSpec("portfolio", "sample", "lstm", "sample", "smoke", seed=2)
 
 
-def _interrupt_after_first_epoch(monkeypatch):
-    from storm_lib import train
-
-    save = train._save
-
-    def save_then_interrupt(run_dir_, net, opt, sched, rng, epoch, *args):
-        save(run_dir_, net, opt, sched, rng, epoch, *args)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train, "_save", save_then_interrupt)
-    return lambda: monkeypatch.setattr(train, "_save", save)
-
-
-def test_a_parked_run_resumes_elsewhere_to_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_a_parked_run_resumes_elsewhere_to_the_uninterrupted_result(tmp_path, monkeypatch,
+                                                                   interrupt_after_first_epoch):
     monkeypatch.setenv("STORM_REUSE_FITS", "0")
     cache = RunCache()
     ref = run_grid([SPEC], tmp_path / "ref", progress=False, cache=cache)
     assert ref["status"][0] == "done", ref["error"][0]
 
-    undo = _interrupt_after_first_epoch(monkeypatch)
+    undo = interrupt_after_first_epoch()
     with pytest.raises(KeyboardInterrupt):
         run_grid([SPEC], tmp_path / "a", progress=False, cache=cache)
     undo()

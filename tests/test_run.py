@@ -279,25 +279,17 @@ def test_portfolio_market_row(dj30_storm, data_dir, cache):
     assert np.allclose(daily["return"], daily["benchmark"]) and daily["rank_ic"].isna().all()
 
 
-def test_portfolio_is_deterministic_and_resumes_an_interrupted_fit(data_dir, tmp_path, cache, monkeypatch):
+def test_portfolio_is_deterministic_and_resumes_an_interrupted_fit(data_dir, tmp_path, cache,
+                                                                   interrupt_after_first_epoch):
     """Same spec -> identical metrics; a fit interrupted after epoch 1 resumes from its checkpoint."""
-    from storm_lib import train
-
     s = RunSpec("portfolio", "dj30", "lstm", profile="smoke", seed=1)
     a = run_grid([s], tmp_path / "a", data_dir=data_dir, progress=False, cache=cache)
     assert a["status"][0] == "done", a["error"][0]
 
-    save = train._save
-
-    def save_then_interrupt(run_dir_, net, opt, sched, rng, epoch, *args):
-        save(run_dir_, net, opt, sched, rng, epoch, *args)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train, "_save", save_then_interrupt)
+    undo = interrupt_after_first_epoch()
     with pytest.raises(KeyboardInterrupt):
         run_grid([s], tmp_path / "b", data_dir=data_dir, progress=False, cache=cache)
-    monkeypatch.setattr(train, "_save", save)
+    undo()
     b = run_grid([s], tmp_path / "b", data_dir=data_dir, progress=False, cache=cache)
     c = run_grid([s], tmp_path / "c", data_dir=data_dir, progress=False, cache=RunCache())  # fresh panel too
     assert b["status"][0] == c["status"][0] == "done", (b["error"][0], c["error"][0])
