@@ -994,6 +994,8 @@ def main(argv: list[str] | None = None) -> int:
             executor = executors.from_args(args)
             if args.time_limit is not None:
                 schedule.parse_duration(args.time_limit)
+                if args.executor != "local":
+                    raise ValueError("--time-limit works with the local executor only (Ray: set the cluster job's own limit)")
             ctx = RunContext(data_dir=args.data_dir, progress=False)
             for spec in specs:  # the protocol against the data: before anything runs
                 check_dates(spec, ctx)

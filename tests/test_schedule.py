@@ -80,6 +80,8 @@ def test_the_command_line_refuses_a_bad_limit_and_a_limit_for_ray(data_dir, tmp_
             "--profile", "smoke", "--results-dir", str(tmp_path), "--data-dir", str(data_dir)]
     assert main(args + ["--time-limit", "soon"]) == 2
     assert "not a duration" in capsys.readouterr().err
+    assert main(args + ["--time-limit", "1h", "--executor", "ray"]) == 2
+    assert "local executor" in capsys.readouterr().err
     with pytest.raises(ValueError, match="local executor"):
         run_grid([SPEC], tmp_path, data_dir=data_dir, progress=False, executor="ray", time_limit="1h")
     assert not any(tmp_path.rglob("run.json"))
