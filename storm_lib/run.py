@@ -431,9 +431,26 @@ def versions() -> dict:
     return out
 
 
+#: instruction-set extensions that change CPU speed (and the kernels torch picks): recorded with each run
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_model() -> dict:
+    """The CPU's model name and which of :data:`CPU_FLAGS` it has (Linux ``/proc/cpuinfo``; the
+    platform's processor string elsewhere): timings are comparable between runs on the same CPU only."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu": platform.processor() or None, "cpu_flags": None}
+    name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    have = set(flags.group(1).split()) if flags else set()
+    return {"cpu": name.group(1).strip() if name else None, "cpu_flags": [f for f in CPU_FLAGS if f in have]}
+
+
 def hardware() -> dict:
     out = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-           "STORM_NUM_THREADS": os.environ.get("STORM_NUM_THREADS")}
+           **cpu_model(), "STORM_NUM_THREADS": os.environ.get("STORM_NUM_THREADS")}
     try:
         import torch
 
@@ -682,7 +699,7 @@ def _too_long(spec: RunSpec, timings, deadline: float | None, results_dir, ctx: 
             return ""
     except Exception:  # noqa: BLE001 - run_one reports a bad spec
         return ""
-    est = schedule.estimate_seconds(spec, timings)
+    est = schedule.estimate_seconds(spec, timings, cpu=cpu_model())
     if est is None or est * schedule.MARGIN <= left:
         return ""
     return (f"estimated {schedule.fmt_duration(est)} (x{schedule.MARGIN} margin) but "

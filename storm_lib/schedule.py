@@ -73,9 +73,11 @@ def target_windows(spec) -> int | None:
     return int(chosen[BUDGET_OPTION]) if chosen else None
 
 
-def estimate_seconds(spec, timings, recent: int = 3) -> float | None:
-    """Compute seconds ``spec`` is expected to take (one process, this machine), from ``timings``:
-    ``(run.json record, compute seconds)`` pairs of finished runs (:func:`storm_lib.run.run_timings`).
+def estimate_seconds(spec, timings, recent: int = 3, cpu: dict | None = None) -> float | None:
+    """Compute seconds ``spec`` is expected to take (one process), from ``timings``: ``(run.json record,
+    compute seconds)`` pairs of finished runs (:func:`storm_lib.run.run_timings`). With ``cpu`` (the
+    ``cpu`` / ``cpu_flags`` of :func:`storm_lib.run.cpu_model`), runs recorded on that CPU are used when
+    there are any (the same code runs 1.5-2x slower on an AVX2-only CPU than on one with AVX-512/AMX).
     None when no record matches. Runs adopted from the budget study (copies) are not timings and are
     skipped."""
     windows = target_windows(spec)
@@ -94,7 +96,11 @@ def estimate_seconds(spec, timings, recent: int = 3) -> float | None:
             est = compute
         else:
             continue
-        found.append((str(record.get("finished") or ""), est))
+        hw = record.get("hardware") or {}
+        same = cpu is not None and (hw.get("cpu"), hw.get("cpu_flags")) == (cpu.get("cpu"), cpu.get("cpu_flags"))
+        found.append((same, str(record.get("finished") or ""), est))
     if not found:
         return None
-    return statistics.median(e for _, e in sorted(found)[-recent:])
+    if any(same for same, _, _ in found):
+        found = [f for f in found if f[0]]
+    return statistics.median(e for _, _, e in sorted(found, key=lambda f: f[1])[-recent:])

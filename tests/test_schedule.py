@@ -45,6 +45,18 @@ def test_the_estimate_scales_matching_runs_and_ignores_the_others():
                                                   options={"budget_windows": 8000}), timings) is None
 
 
+def test_runs_on_the_same_cpu_are_preferred():
+    spec = RunSpec.make("portfolio", "dj30", "lightgbm")
+    epyc = {"cpu": "AMD EPYC", "cpu_flags": ["avx2"]}
+    xeon = {"cpu": "Intel Xeon", "cpu_flags": ["avx2", "avx512f", "amx_tile"]}
+    timings = [(_record(model="lightgbm", hardware=xeon, finished="2026-12-05"), 10.0),
+               (_record(model="lightgbm", hardware=epyc, finished="2026-12-01"), 17.0)]
+    assert schedule.estimate_seconds(spec, timings, cpu=epyc) == 17.0
+    assert schedule.estimate_seconds(spec, timings, cpu=xeon) == 10.0
+    assert schedule.estimate_seconds(spec, timings, cpu={"cpu": "other", "cpu_flags": []}) == 13.5  # none: all
+    assert schedule.estimate_seconds(spec, timings) == 13.5
+
+
 def test_a_run_without_a_fixed_budget_is_estimated_from_runs_with_its_options():
     spec = RunSpec.make("portfolio", "dj30", "lightgbm", options={"lr": 0.1})
     timings = [(_record(model="lightgbm", options={"lr": 0.1}), 30.0),

@@ -36,7 +36,11 @@ def budget_missing_text(plan: pd.DataFrame, timings=None) -> str:
     """How many runs of the grid are finished, the budgets not finished per universe and model, and the
     command that runs them (the resumable grid, smallest budget first). With ``timings``
     (:func:`storm_lib.run.run_timings`), each budget also gets the compute it is expected to need, one
-    core (:func:`storm_lib.schedule.estimate_seconds`: from the finished runs of the same model)."""
+    core (:func:`storm_lib.schedule.estimate_seconds`: from the finished runs of the same model, those on
+    this machine's CPU when there are any)."""
+    from ..run import cpu_model
+
+    cpu = cpu_model()
     done = int(plan["finished"].sum())
     head = f"{done} of {len(plan)} runs of the grid are finished."
     todo = plan[~plan["finished"]]
@@ -51,7 +55,7 @@ def budget_missing_text(plan: pd.DataFrame, timings=None) -> str:
         for b, gb in g.groupby("budget"):
             part = f"{int(b):,}: {', '.join(str(x) for x in sorted(gb['seed']))}"
             if timings is not None:
-                est = [schedule.estimate_seconds(spec, timings) for spec in gb["spec"]]
+                est = [schedule.estimate_seconds(spec, timings, cpu=cpu) for spec in gb["spec"]]
                 if any(e is None for e in est):
                     unknown = True
                 else:
