@@ -196,7 +196,7 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
     than two usable budgets the status is ``not run yet``. ``grid`` is keyed by universe or by
     (universe, model).
     Columns: universe, model, chosen_budget, best_budget, best_val_mean, best_val_se, largest_budget,
-    status, missing."""
+    status, missing, needs_windows (the X of an inconclusive row, else NaN)."""
     grid = grids() if grid is None else grid
     rows = []
     for (universe, model), d in summary.groupby(["universe", "model"], sort=True):
@@ -205,7 +205,7 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
         missing = [int(b) for b in planned if b not in set(ok["budget"])]
         row = {"universe": universe, "model": model, "chosen_budget": np.nan, "best_budget": np.nan,
                "best_val_mean": np.nan, "best_val_se": np.nan, "largest_budget": np.nan, "status": "not run yet",
-               "missing": missing}
+               "missing": missing, "needs_windows": np.nan}
         if len(ok) >= 2:
             best = ok.loc[ok["val_mean"].idxmax()]
             within = ok[ok["val_mean"] >= best["val_mean"] - best["val_se"]]
@@ -216,12 +216,13 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
                 row["status"] = f"still rising at {largest:,} windows; larger budgets not run yet"
             elif chosen == largest:
                 prev = int(ok["budget"].iloc[-2])
-                row["status"] = f"inconclusive: needs >= {int(round(largest * largest / prev)):,} windows"
+                row["needs_windows"] = int(round(largest * largest / prev))
+                row["status"] = f"inconclusive: needs >= {row['needs_windows']:,} windows"
             else:
                 row["status"] = "plateau" + (" (some budgets still running)" if missing else "")
         rows.append(row)
     return pd.DataFrame(rows, columns=["universe", "model", "chosen_budget", "best_budget", "best_val_mean",
-                                       "best_val_se", "largest_budget", "status", "missing"])
+                                       "best_val_se", "largest_budget", "status", "missing", "needs_windows"])
 
 
 def remaining(runs: pd.DataFrame, universes=None, models=MODELS, seeds=SEEDS) -> pd.DataFrame:

@@ -156,6 +156,14 @@ def test_page_tables_and_text_say_what_is_not_run_yet():
     assert ct.loc["Transformer", "chosen budget"] == "4,000" and ct.loc["STORM", "status"] == "not run yet"
     text = nb.budget_text(c, "dj30", "DJ30", ["transformer", "storm"])
     assert "**4,000 windows**" in text and "STORM**: not run yet on DJ30" in text
+    rising = budget.choose(budget.summarise(_runs({1000: [0.01, 0.011], 4000: [0.02, 0.021], 16000: [0.03, 0.031],
+                                                   64000: [0.04, 0.041]})))
+    assert rising["needs_windows"].tolist() == [256_000]
+    rec = {"spec": {"task": "portfolio", "universe": "dj30", "model": "transformer", "profile": "cpu",
+                    "options": {budget.OPTION: 1000}}, "info": {"windows_seen": 1000, "fit_seconds": 100.0}}
+    text = nb.budget_text(rising, "dj30", "DJ30", ["transformer"], [(rec, 460.0)])  # 360 s + 0.1 s per window
+    assert "**inconclusive: needs >= 256,000 windows**. One run of 256,000 windows would take about 7.2" in text
+    assert "14.4 for the study's 2 seeds" in text
     from storm_lib import plots
 
     fig = plots.budget_curves(runs, s, title="t")

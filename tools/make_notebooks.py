@@ -580,7 +580,8 @@ ctx = nb.setup("budget", universes=universes, models=models, seeds=seeds, protoc
                data_dir=data_dir, results_dir=results_dir, run_missing=run_missing, executor=executor)'''),
     md("## Runs\n\nOne run per model, universe, budget and seed, smallest budget first. Runs not finished yet are listed."),
     code('''plan = nb.budget_plan(ctx)
-display(Markdown(nb.budget_missing_text(plan, run_timings(ctx.params.get("results_dir")))))
+timings = run_timings(ctx.params.get("results_dir"))   # finished runs' compute: the estimates of what is left
+display(Markdown(nb.budget_missing_text(plan, timings)))
 runs = nb.budget_frame(plan, ctx)
 summary = budget.summarise(runs)
 choice = budget.choose(summary)'''),
@@ -609,7 +610,7 @@ chosen budget: equal windows seen). A table run of the profile then trains with 
 study already ran that training it is a copy of the study's run (`adopted_from` in its `run.json`)."""),
     code('''for u in ctx.universes:
     display(Markdown(f"### {ctx.label(u)}"), nb.budget_choice_table(choice, u, ctx.models),
-            Markdown(nb.budget_text(choice, u, ctx.label(u), ctx.models)))'''),
+            Markdown(nb.budget_text(choice, u, ctx.label(u), ctx.models, timings, ctx.profile)))'''),
     md("""
 ## The RL agents of Table 3
 

@@ -147,8 +147,13 @@ def budget_choice_table(choice: pd.DataFrame, universe: str, models=None) -> pd.
     return pd.DataFrame(rows).set_index("model")
 
 
-def budget_text(choice: pd.DataFrame, universe: str, label: str, models=None) -> str:
-    """One generated sentence per model: the chosen budget and why, or what is missing."""
+def budget_text(choice: pd.DataFrame, universe: str, label: str, models=None, timings=None,
+                profile: str = "cpu") -> str:
+    """One generated sentence per model: the chosen budget and why, or what is missing. With ``timings``
+    (:func:`storm_lib.run.run_timings`), an inconclusive model's sentence adds what its next budget would
+    cost (:func:`storm_lib.schedule.estimate_seconds`, one core, this machine's CPU where it has runs)."""
+    from ..run import RunSpec, cpu_model
+
     models = list(models) if models is not None else budget_mod.MODELS
     c = choice[choice["universe"] == universe].set_index("model")
     lines = []
@@ -164,8 +169,17 @@ def budget_text(choice: pd.DataFrame, universe: str, label: str, models=None) ->
             lines.append(f"- **{name}**: {where}, and every smaller budget is more than one SE below it; "
                          f"larger budgets are not run yet, so no budget is chosen.")
         elif str(r["status"]).startswith("inconclusive"):
+            cost = ""
+            if timings is not None and not math.isnan(r.get("needs_windows", math.nan)):
+                spec = RunSpec.make("portfolio", universe, model, profile=profile,
+                                    options={budget_mod.OPTION: int(r["needs_windows"])})
+                est = schedule.estimate_seconds(spec, timings, cpu=cpu_model())
+                if est is not None:
+                    cost = (f" One run of {int(r['needs_windows']):,} windows would take about "
+                            f"{est / 3600:,.1f} one-core hours per seed (estimated from its finished runs), "
+                            f"{est * len(budget_mod.SEEDS) / 3600:,.1f} for the study's {len(budget_mod.SEEDS)} seeds.")
             lines.append(f"- **{name}**: {where}, and every smaller budget is more than one SE below it: the "
-                         f"curve is still rising at the largest budget run. **{r['status']}**.")
+                         f"curve is still rising at the largest budget run. **{r['status']}**.{cost}")
         else:
             extra = (f" Budgets not yet run with two seeds: {', '.join(f'{b:,}' for b in r['missing'])}."
                      if r["missing"] else "")
