@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{profile_budgets(chosen)}")
         left = remaining(runs, args.universe)
         if len(left):
-            print("\nStill to run (estimated from each model's median compute per window; one core):")
+            print("\nStill to run (estimated from each model's finished runs: fixed cost + fit time per window; one core):")
             _print_frame(left, "")
             print(f"total: about {left['est_hours'].sum():.1f} hours"
                   + (" (models without a finished run not counted)" if left["est_hours"].isna().any() else ""))
