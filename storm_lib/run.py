@@ -684,6 +684,17 @@ def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop
     return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["status", "seconds", "run_dir", "error"])
 
 
+def _windows_done(final: Path) -> int:
+    """Training windows an interrupted attempt of the run ``final`` has checkpointed (its partial's
+    ``history.csv``, column ``windows``); 0 when there is none."""
+    hist = _partial(final) / "scratch" / "checkpoints" / "history.csv"
+    try:
+        windows = pd.read_csv(hist)["windows"]
+    except (OSError, KeyError, ValueError):
+        return 0
+    return int(windows.iloc[-1]) if len(windows) else 0
+
+
 def _too_long(spec: RunSpec, timings, deadline: float | None, results_dir, ctx: RunContext) -> str:
     """Why ``spec`` should not start before ``deadline`` (a ``time.monotonic()`` value), or ``""``: a run
     that needs no compute (finished, or adopted from its finished budget twin) always starts, and so does
@@ -692,14 +703,15 @@ def _too_long(spec: RunSpec, timings, deadline: float | None, results_dir, ctx: 
         return ""
     left = deadline - time.monotonic()
     try:
-        if is_finished(run_dir(spec, results_dir, ctx)):
+        final = run_dir(spec, results_dir, ctx)
+        if is_finished(final):
             return ""
         twin = budget_twin(spec)
         if twin is not None and is_finished(run_dir(twin, results_dir, ctx)):
             return ""
     except Exception:  # noqa: BLE001 - run_one reports a bad spec
         return ""
-    est = schedule.estimate_seconds(spec, timings, cpu=cpu_model())
+    est = schedule.estimate_seconds(spec, timings, cpu=cpu_model(), done_windows=_windows_done(final))
     if est is None or est * schedule.MARGIN <= left:
         return ""
     return (f"estimated {schedule.fmt_duration(est)} (x{schedule.MARGIN} margin) but "

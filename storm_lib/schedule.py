@@ -73,12 +73,13 @@ def target_windows(spec) -> int | None:
     return int(chosen[BUDGET_OPTION]) if chosen else None
 
 
-def estimate_seconds(spec, timings, recent: int = 3, cpu: dict | None = None) -> float | None:
+def estimate_seconds(spec, timings, recent: int = 3, cpu: dict | None = None, done_windows: int = 0) -> float | None:
     """Compute seconds ``spec`` is expected to take (one process), from ``timings``: ``(run.json record,
     compute seconds)`` pairs of finished runs (:func:`storm_lib.run.run_timings`). With ``cpu`` (the
     ``cpu`` / ``cpu_flags`` of :func:`storm_lib.run.cpu_model`), runs recorded on that CPU are used when
     there are any (the same code runs 1.5-2x slower on an AVX2-only CPU than on one with AVX-512/AMX).
-    None when no record matches. Runs adopted from the budget study (copies) are not timings and are
+    ``done_windows``: training windows an interrupted attempt already trained (a resumed fit trains only
+    the rest; counted for runs of a known number of windows). None when no record matches. Runs adopted from the budget study (copies) are not timings and are
     skipped."""
     windows = target_windows(spec)
     key = (spec.task, spec.universe, spec.model, spec.profile)
@@ -91,7 +92,7 @@ def estimate_seconds(spec, timings, recent: int = 3, cpu: dict | None = None) ->
         info = record.get("info") or {}
         seen = info.get("windows_seen")
         if windows is not None and seen:
-            est = scaled_seconds(compute, info.get("fit_seconds"), seen, windows)
+            est = scaled_seconds(compute, info.get("fit_seconds"), seen, max(0, windows - done_windows))
         elif windows is None and (s.get("options") or {}) == spec.options_dict:
             est = compute
         else:

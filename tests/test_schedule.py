@@ -57,6 +57,20 @@ def test_runs_on_the_same_cpu_are_preferred():
     assert schedule.estimate_seconds(spec, timings) == 13.5
 
 
+def test_a_resumed_run_is_estimated_for_the_windows_it_has_left(tmp_path):
+    from storm_lib.run import _windows_done
+
+    spec = RunSpec.make("portfolio", "dj30", "storm", options={"budget_windows": 8000})
+    timings = [(_record(options={"budget_windows": 4000}, windows=4000, fit=380.0), 400.0)]  # 20 s + 0.095 s/window
+    assert schedule.estimate_seconds(spec, timings, done_windows=6000) == pytest.approx(20 + 0.095 * 2000)
+    final = tmp_path / "clean-cpu-seed0-abc"
+    assert _windows_done(final) == 0                                           # no partial
+    hist = tmp_path / ".clean-cpu-seed0-abc.partial" / "scratch" / "checkpoints"
+    hist.mkdir(parents=True)
+    pd.DataFrame({"epoch": [1, 2, 3], "windows": [960, 1920, 2880]}).to_csv(hist / "history.csv", index=False)
+    assert _windows_done(final) == 2880
+
+
 def test_a_run_without_a_fixed_budget_is_estimated_from_runs_with_its_options():
     spec = RunSpec.make("portfolio", "dj30", "lightgbm", options={"lr": 0.1})
     timings = [(_record(model="lightgbm", options={"lr": 0.1}), 30.0),
