@@ -21,7 +21,7 @@ from storm_lib import plots
 from storm_lib import presentation as nb
 from storm_lib.presentation import paper as report
 from storm_lib.models import model_version
-from storm_lib.run import RunSpec
+from storm_lib.run import RunSpec, run_grid
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = {"table2_portfolio", "table3_trading", "table4_rankic", "ablation", "fig3_codebook", "audit", "budget"}
@@ -208,7 +208,18 @@ def test_ensure_runs_without_running_lists_the_commands(tmp_path):
     assert len(plan) == 1 and plan["status"].tolist() == ["missing"] and not plan["finished"].any()
     text = "\n".join(lines)
     assert "1 run(s) needed" in text and "0 cached" in text and spec.command() in text
+    assert "about 0.0 one-core hours for the 0 with an estimate" in text   # nothing finished to estimate from
     assert nb.load_metrics(plan).empty
+
+
+def test_ensure_runs_estimates_missing_runs_from_finished_ones(tmp_path):
+    done = RunSpec("portfolio", "sample", "market", "sample", "smoke", 0)
+    assert run_grid([done], tmp_path, progress=False)["status"][0] == "done"
+    lines = []
+    other = RunSpec("portfolio", "sample", "market", "sample", "smoke", 1)
+    nb.ensure_runs([done, other], run_missing=False, results_dir=tmp_path, echo=lines.append)
+    text = "\n".join(lines)
+    assert "seed 1) (≈ " in text and "estimated compute of the missing runs: about 0.0 one-core hours." in text
 
 
 # --------------------------------------------------------------------------- synthetic runs

@@ -30,10 +30,12 @@ from ..models import model_version  # noqa: E402
 from .. import config  # noqa: E402
 from ..panel import PROTOCOLS, Protocol, get_protocol  # noqa: E402
 from ..profiles import PROFILES  # noqa: E402
-from ..run import (SPEC_COLUMNS, RunSpec, grid, is_finished, known_models, list_runs,  # noqa: E402
-                   find_finished, has_data, results_root, run_dir, run_grid)
+from .. import schedule  # noqa: E402
+from ..run import (SPEC_COLUMNS, RunSpec, cpu_model, grid, is_finished, known_models, list_runs,  # noqa: E402
+                   find_finished, has_data, results_root, run_dir, run_grid, run_timings)
 from ..tasks import RunCache, RunContext  # noqa: E402
 from ..utils import REPO_ROOT, shown_path  # noqa: E402  (re-exported for the pages)
+from .fmt import _fmt_duration  # noqa: E402
 from .paper import model_label  # noqa: E402
 
 #: the rows of paper Tables 1/2 (portfolio) in the paper's order, as registry names
@@ -221,8 +223,16 @@ def ensure_runs(specs, run_missing: bool = True, results_dir=None, data_dir=None
     root = results_root(results_dir)
     echo(f"{len(plan)} run(s) needed under {shown_path(root)}: {len(plan) - len(todo)} cached, {len(todo)} "
          + ("to run now" if run_missing else "missing (run_missing=False)") + (":" if len(todo) else "."))
+    if len(todo):  # what the missing runs should cost, from the finished runs (storm_lib.schedule)
+        timings, cpu = run_timings(results_dir), cpu_model()
+        est = {i: schedule.estimate_seconds(plan.at[i, "spec"], timings, cpu=cpu) for i in todo}
     for i in todo:
-        echo(f"  {_spec_text(plan.at[i, 'spec'])}")
+        echo(f"  {_spec_text(plan.at[i, 'spec'])}" + (f" (≈ {_fmt_duration(est[i])})" if est[i] is not None else ""))
+    if len(todo):
+        known = [e for e in est.values() if e is not None]
+        echo(f"  estimated compute of the missing runs: about {sum(known) / 3600:,.1f} one-core hours"
+             + (f" for the {len(known)} with an estimate (from finished runs of the same model; "
+                f"{len(todo) - len(known)} without one)" if len(known) < len(todo) else "") + ".")
     failures = []
     if run_missing:
         batch = None
