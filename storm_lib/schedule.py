@@ -9,9 +9,10 @@ The estimate (:func:`estimate_seconds`) reads the records of finished runs of th
 model and profile. A run of a known number of training windows (the ``budget_windows`` option, or the
 budget the profile chose for the model) is scaled from each record by :func:`scaled_seconds`: the
 record's fixed cost (data, features, prediction: compute minus fit time) plus its fit time per window
-times the windows asked for. Other runs take the compute of records with the same options. The median
-of the three most recent estimates is used. A run with no record to estimate from is started: the
-limit defers only what is known not to fit.
+times the windows asked for (less the windows a resumed run has already trained). Other runs take the
+compute of records with the same options. Records made on the same CPU are used when there are any
+(``run.json`` ``hardware.cpu``); the median of the three most recent estimates is taken. A run with no
+record to estimate from is started: the limit defers only what is known not to fit.
 """
 
 from __future__ import annotations
