@@ -664,11 +664,13 @@ def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop
     cache = cache if cache is not None else RunCache()
     deadline = None if time_limit is None else time.monotonic() + schedule.parse_duration(time_limit)
     timings = run_timings(results_dir) if deadline is not None else []
+    cpu = cpu_model() if deadline is not None else None
     rows = []
     bar = tqdm(specs, desc="runs", disable=not progress, unit="run")
     for spec in bar:
         bar.set_postfix_str(f"{spec.universe}/{spec.model} {spec.options_str} seed {spec.seed}".replace("  ", " "))
-        late = _too_long(spec, timings, deadline, results_dir, RunContext(data_dir=data_dir, cache=cache, progress=False))
+        late = _too_long(spec, timings, deadline, results_dir, RunContext(data_dir=data_dir, cache=cache, progress=False),
+                         cpu)
         if late:
             rows.append({**spec.as_row(), "status": "deferred", "seconds": 0.0, "run_dir": None, "error": late})
             if progress:
@@ -695,13 +697,14 @@ def _windows_done(final: Path) -> int:
     return int(windows.iloc[-1]) if len(windows) else 0
 
 
-def _too_long(spec: RunSpec, timings, deadline: float | None, results_dir, ctx: RunContext) -> str:
+def _too_long(spec: RunSpec, timings, deadline: float | None, results_dir, ctx: RunContext,
+              cpu: dict | None = None) -> str:
     """Why ``spec`` should not start before ``deadline`` (a ``time.monotonic()`` value), or ``""``: a run
     that needs no compute (finished, or adopted from its finished budget twin) always starts, and so does
     one with no estimate."""
     if deadline is None:
         return ""
-    left = deadline - time.monotonic()
+    left = max(0.0, deadline - time.monotonic())
     try:
         final = run_dir(spec, results_dir, ctx)
         if is_finished(final):
@@ -711,7 +714,7 @@ def _too_long(spec: RunSpec, timings, deadline: float | None, results_dir, ctx: 
             return ""
     except Exception:  # noqa: BLE001 - run_one reports a bad spec
         return ""
-    est = schedule.estimate_seconds(spec, timings, cpu=cpu_model(), done_windows=_windows_done(final))
+    est = schedule.estimate_seconds(spec, timings, cpu=cpu, done_windows=_windows_done(final))
     if est is None or est * schedule.MARGIN <= left:
         return ""
     return (f"estimated {schedule.fmt_duration(est)} (x{schedule.MARGIN} margin) but "

@@ -47,13 +47,12 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
-def fmt_duration(seconds: float) -> str:
-    """``1 h 05 min`` / ``12 min`` / ``40 s``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+def fmt_duration(sec: float) -> str:
+    """``40 s`` / ``12.5 min`` / ``3.2 h`` (``–`` when not finite): the one duration format of the
+    package (run summaries, the book's compute figures)."""
+    if not math.isfinite(sec):
+        return "–"
+    return f"{sec:,.0f} s" if sec < 120 else f"{sec / 60:,.1f} min" if sec < 7200 else f"{sec / 3600:,.1f} h"
 
 
 def scaled_seconds(compute: float, fit: float | None, seen: float, windows: float) -> float:

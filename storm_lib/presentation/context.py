@@ -223,12 +223,13 @@ def ensure_runs(specs, run_missing: bool = True, results_dir=None, data_dir=None
     root = results_root(results_dir)
     echo(f"{len(plan)} run(s) needed under {shown_path(root)}: {len(plan) - len(todo)} cached, {len(todo)} "
          + ("to run now" if run_missing else "missing (run_missing=False)") + (":" if len(todo) else "."))
-    if len(todo):  # what the missing runs should cost, from the finished runs (storm_lib.schedule)
+    est = {}  # what the missing runs should cost, from the finished runs (storm_lib.schedule)
+    if len(todo):
         timings, cpu = run_timings(results_dir), cpu_model()
         est = {i: schedule.estimate_seconds(plan.at[i, "spec"], timings, cpu=cpu) for i in todo}
     for i in todo:
         echo(f"  {_spec_text(plan.at[i, 'spec'])}" + (f" (≈ {_fmt_duration(est[i])})" if est[i] is not None else ""))
-    if len(todo):
+    if est:
         known = [e for e in est.values() if e is not None]
         echo(f"  estimated compute of the missing runs: about {sum(known) / 3600:,.1f} one-core hours"
              + (f" for the {len(known)} with an estimate (from finished runs of the same model; "

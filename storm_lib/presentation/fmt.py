@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..schedule import fmt_duration as _fmt_duration  # noqa: F401  (re-exported for the pages)
+
 _MINUS = "\u2212"
 
 
@@ -52,10 +54,6 @@ def _fmt_interval(lo: float, hi: float) -> str:
 
 
 
-def _fmt_duration(sec: float) -> str:
-    if not np.isfinite(sec):
-        return "–"
-    return f"{sec:,.0f} s" if sec < 120 else f"{sec / 60:,.1f} min" if sec < 7200 else f"{sec / 3600:,.1f} h"
 
 
 
