@@ -77,10 +77,10 @@ def score_anatomy(scores: pd.DataFrame, signals: dict[str, pd.DataFrame] | None 
     return out
 
 
-def anatomy_runs(universe: str = "dj30", protocol: str = "clean", profile: str = "cpu", seeds=(0, 1, 2),
+def anatomy_runs(universe: str = "dj30", protocol: str = "clean", profile: str = "cpu", seeds=None,
                  results_dir=None, data_dir=None, models=None) -> pd.DataFrame:
     """One row per finished portfolio run without options (spec columns, model_version, superseded, the
-    anatomy figures), including superseded model versions."""
+    anatomy figures), including superseded model versions; ``seeds=None`` takes every seed."""
     from . import data as data_mod
     from .run import finished_runs, record_model_version, superseded_runs
 
@@ -91,7 +91,7 @@ def anatomy_runs(universe: str = "dj30", protocol: str = "clean", profile: str =
     for path, rec in runs:
         spec = rec["spec"]
         if (spec["task"], spec["universe"], spec["protocol"], spec["profile"]) != \
-                ("portfolio", universe, protocol, profile) or spec.get("options") or spec["seed"] not in seeds:
+                ("portfolio", universe, protocol, profile) or spec.get("options") or (seeds is not None and spec["seed"] not in seeds):
             continue
         if models is not None and spec["model"] not in models or not (path / "scores.parquet").is_file():
             continue
@@ -155,7 +155,9 @@ def markdown(table: pd.DataFrame, universe: str) -> str:
     lines = [f"Score anatomy, {universe}, clean protocol, cpu profile, test windows (mean ± sd over seeds; "
              "`python -m storm_lib.anatomy`). stock share: R² of a per-stock constant in the per-day "
              "z-scored scores; rank autocorr: day-to-day Spearman; low vol / momentum: mean daily Spearman "
-             f"with −{LOOKBACK}-day volatility and {LOOKBACK}-day return.", "",
+             f"with −{LOOKBACK}-day volatility and {LOOKBACK}-day return. Older model versions and runs of "
+             "an earlier training budget (\"(earlier budget)\": early stopping, before the budget study) "
+             "are superseded and kept as history.", "",
              "| model | version | seeds | " + " | ".join(LABELS[m] for m in METRICS) + " |",
              "|---|---|---|---|---|---|---|"]
     for (model, version), r in formatted(table).iterrows():
@@ -163,14 +165,29 @@ def markdown(table: pd.DataFrame, universe: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def history_labels(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``model_version`` as a text label that keeps apart the runs of the current version
+    trained at an earlier training budget ("4 (earlier budget)"; :func:`storm_lib.run.superseded_runs`)
+    from the current ones ("4"), for the history table the CLI writes."""
+    from .models import model_version
+
+    if runs.empty:
+        return runs
+    out = runs.copy()
+    out["model_version"] = [f"{v} (earlier budget)" if s and v >= model_version(m) else str(v)
+                            for m, v, s in zip(runs["model"], runs["model_version"], runs["superseded"])]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m storm_lib.anatomy", description=__doc__.splitlines()[0])
     ap.add_argument("--universe", default="dj30")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="default: every seed")
     ap.add_argument("--results-dir", default=None)
     ap.add_argument("--out", default=None, help="write the markdown table here")
     args = ap.parse_args(argv)
-    table = anatomy_table(anatomy_runs(args.universe, seeds=tuple(args.seeds), results_dir=args.results_dir))
+    seeds = tuple(args.seeds) if args.seeds else None
+    table = anatomy_table(history_labels(anatomy_runs(args.universe, seeds=seeds, results_dir=args.results_dir)))
     text = markdown(table, args.universe)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

@@ -82,6 +82,18 @@ def test_score_anatomy_separates_a_static_tilt_from_a_moving_signal():
     assert c["corr_low_vol"] == pytest.approx(1.0)
 
 
+def test_history_labels_keep_an_earlier_budget_apart_from_the_current_runs():
+    v = model_version("storm")
+    runs = pd.DataFrame({"model": ["storm", "storm", "storm", "lstm"], "model_version": [v - 1, v, v, 1],
+                         "superseded": [True, True, False, False], "seed": [0, 0, 0, 0],
+                         **{m: [0.1, 0.2, 0.3, 0.4] for m in anatomy.METRICS}})
+    labels = anatomy.history_labels(runs)["model_version"].tolist()
+    assert labels == [str(v - 1), f"{v} (earlier budget)", str(v), "1"]
+    table = anatomy.anatomy_table(anatomy.history_labels(runs))
+    assert table.loc[("storm", str(v)), "stock_share"] == 0.3      # the current run is not averaged with the old
+    assert "(earlier budget)" in anatomy.markdown(table, "dj30")
+
+
 def test_usage_table_means_over_seeds_per_split():
     from storm_lib.presentation import usage_table
 
