@@ -431,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--time-limit", default=None, metavar="DURATION",
                        help="start a run only if its estimate fits in the time left (90m, 2h30m); "
                             "the others are deferred (storm_lib.schedule)")
+        a.add_argument("--pause-at-limit", action="store_true",
+                       help="with --time-limit: start a run that does not fit anyway; its fit pauses at the last "
+                            "epoch boundary before the limit, checkpoints kept (storm_lib.schedule)")
     return ap
 
 
@@ -447,6 +450,8 @@ def _run(todo, args, argv) -> int:
         check_spec(spec, args.data_dir)
     if args.time_limit is not None:
         schedule.parse_duration(args.time_limit)
+    elif args.pause_at_limit:
+        raise ValueError("--pause-at-limit needs --time-limit")
     print(f"{len(todo)} run(s), smallest budget first; the same as:")
     for spec in todo:
         print("  " + spec.command())
@@ -455,7 +460,7 @@ def _run(todo, args, argv) -> int:
         return 0
     summary = run_grid(todo, args.results_dir, args.data_dir, progress=not args.quiet,
                        argv=["python", "-m", "storm_lib.budget", *(argv if argv is not None else sys.argv[1:])],
-                       time_limit=args.time_limit)
+                       time_limit=args.time_limit, pause_at_limit=args.pause_at_limit)
     for row in summary.itertuples():
         print(f"{row.status}: {row.run_dir or ''} ({row.seconds:.0f} s)")
         if row.error:
@@ -493,9 +498,13 @@ def main(argv: list[str] | None = None) -> int:
             print()
             _print_frame(choose(summary, grid=agent_grid()), "")
         return 0
-    if args.command == "agents-run":
-        return _run(agent_specs(args.model, args.seed, args.budget, args.profile), args, argv)
-    return _run(specs(args.universe, args.model, args.seed, args.budget, args.profile), args, argv)
+    try:
+        todo = (agent_specs(args.model, args.seed, args.budget, args.profile) if args.command == "agents-run"
+                else specs(args.universe, args.model, args.seed, args.budget, args.profile))
+        return _run(todo, args, argv)
+    except ValueError as exc:  # a bad model, budget, time limit: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -551,7 +551,8 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
 
     Status: ``done``, ``skipped`` (already finished), ``adopted`` (the profile gives this run a training
     budget and the budget study's run of it, :func:`budget_twin`, is finished: its outputs are copied),
-    ``busy`` (another live process is running it) or
+    ``busy`` (another live process is running it), ``paused`` (its fit stopped at the time limit of
+    :func:`storm_lib.schedule.time_limit`, checkpoints kept; the rerun resumes it) or
     ``failed`` (``error`` holds the traceback; the partial directory is removed; ``raise_errors``
     re-raises the exception after the cleanup). An interruption
     (``KeyboardInterrupt``, a killed process) leaves ``.<name>.partial/scratch`` so the rerun resumes
@@ -631,6 +632,9 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
         if raise_errors:
             raise
         row.update(status="failed", error=traceback.format_exc(), seconds=round(time.perf_counter() - t0, 3))
+    except schedule.TimeLimitReached as stop:  # --pause-at-limit: like an interruption, but reported
+        (partial / "owner.json").unlink(missing_ok=True)
+        row.update(status="paused", error=str(stop), seconds=round(time.perf_counter() - t0, 3))
     except BaseException:  # interrupted: keep scratch/ (checkpoints) for the rerun, release the claim
         (partial / "owner.json").unlink(missing_ok=True)
         raise
@@ -639,11 +643,11 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
 
 def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop_on_error: bool = False,
              cache: RunCache | None = None, argv: list[str] | None = None, executor=None,
-             time_limit: str | float | None = None) -> pd.DataFrame:
+             time_limit: str | float | None = None, pause_at_limit: bool = False) -> pd.DataFrame:
     """Run ``specs`` in order, skipping finished ones; prices and panels are shared through ``cache``.
 
     Returns one row per spec: spec columns, ``status`` (done / skipped / adopted / busy / failed /
-    deferred), ``seconds``,
+    deferred / paused), ``seconds``,
     ``run_dir``, ``error`` (the traceback of a failed run). ``stop_on_error``: re-raise the first
     failure's exception (its partial directory removed; finished runs stay finished).
     ``executor``: None / ``"local"`` (this process), ``"ray"`` (one Ray task per run, the same run
@@ -651,7 +655,9 @@ def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop
     ``time_limit`` (seconds or ``"2h30m"``, local executor): a run that would need to compute is started
     only when its estimate (:func:`storm_lib.schedule.estimate_seconds`, times
     :data:`~storm_lib.schedule.MARGIN`) fits in the time left; otherwise it is ``deferred`` (``error``
-    says why) and the next spec is tried.
+    says why) and the next spec is tried. ``pause_at_limit``: a run that does not fit starts anyway and its
+    torch fit pauses at the last epoch boundary before the limit (``paused``, checkpoints kept:
+    :mod:`storm_lib.schedule`); the specs after it are deferred.
     """
     from tqdm.auto import tqdm
 
@@ -665,19 +671,31 @@ def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop
     deadline = None if time_limit is None else time.monotonic() + schedule.parse_duration(time_limit)
     timings = run_timings(results_dir) if deadline is not None else []
     cpu = cpu_model() if deadline is not None else None
-    rows = []
+    if pause_at_limit and deadline is None:
+        raise ValueError("pause_at_limit needs a time_limit")
+    rows, paused = [], False
     bar = tqdm(specs, desc="runs", disable=not progress, unit="run")
     for spec in bar:
         bar.set_postfix_str(f"{spec.universe}/{spec.model} {spec.options_str} seed {spec.seed}".replace("  ", " "))
-        late = _too_long(spec, timings, deadline, results_dir, RunContext(data_dir=data_dir, cache=cache, progress=False),
-                         cpu)
+        if paused or (pause_at_limit and time.monotonic() >= deadline):
+            late = "the time limit is reached; rerun the command to run it"
+        elif pause_at_limit:
+            late = ""
+        else:
+            late = _too_long(spec, timings, deadline, results_dir,
+                             RunContext(data_dir=data_dir, cache=cache, progress=False), cpu)
         if late:
             rows.append({**spec.as_row(), "status": "deferred", "seconds": 0.0, "run_dir": None, "error": late})
             if progress:
                 tqdm.write(f"deferred: {spec.command()}: {late}")
             continue
-        row = run_one(spec, results_dir, data_dir, progress, cache, argv, raise_errors=stop_on_error)
+        with schedule.time_limit(deadline if pause_at_limit else None):
+            row = run_one(spec, results_dir, data_dir, progress, cache, argv, raise_errors=stop_on_error)
         rows.append(row)
+        if row["status"] == "paused":
+            paused = True
+            if progress:
+                tqdm.write(f"paused: {spec.command()}: {row['error']}")
         if deadline is not None and row["status"] == "done":  # its timing informs the next estimates
             timings += run_timings(runs=[(Path(row["run_dir"]), json.loads((Path(row["run_dir"]) / "run.json").read_text()))])
         if row["status"] == "failed" and progress:
@@ -951,6 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--time-limit", default=None, metavar="DURATION",
                     help="start a run only if its estimate from finished runs fits in the time left "
                          "(5400, 90m, 2h30m); the others are deferred: rerun to continue (local executor)")
+    ap.add_argument("--pause-at-limit", action="store_true",
+                    help="with --time-limit: start a run that does not fit anyway and pause its fit at the last "
+                         "epoch boundary before the limit, checkpoints kept (rerun, or park, to continue)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     executors.add_arguments(ap)  # --executor local|ray, --address, per-run resources
     return ap
@@ -1028,6 +1049,8 @@ def main(argv: list[str] | None = None) -> int:
                 schedule.parse_duration(args.time_limit)
                 if args.executor != "local":
                     raise ValueError("--time-limit works with the local executor only (Ray: set the cluster job's own limit)")
+            elif args.pause_at_limit:
+                raise ValueError("--pause-at-limit needs --time-limit")
             ctx = RunContext(data_dir=args.data_dir, progress=False)
             for spec in specs:  # the protocol against the data: before anything runs
                 check_dates(spec, ctx)
@@ -1043,7 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_grid(specs, args.results_dir, args.data_dir, progress=not args.quiet,
                            stop_on_error=args.stop_on_error, cache=ctx.cache,
                            argv=["python", "-m", "storm_lib.run", *argv], executor=executor,
-                           time_limit=args.time_limit)
+                           time_limit=args.time_limit, pause_at_limit=args.pause_at_limit)
         for row in summary.itertuples():
             print(f"\n{row.status}: {row.run_dir or ''} ({row.seconds:.1f} s)")
             if row.status in ("done", "skipped", "adopted"):

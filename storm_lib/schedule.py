@@ -13,13 +13,22 @@ times the windows asked for (less the windows a resumed run has already trained)
 compute of records with the same options. Records made on the same CPU are used when there are any
 (``run.json`` ``hardware.cpu``); the median of the three most recent estimates is taken. A run with no
 record to estimate from is started: the limit defers only what is known not to fit.
+
+With ``--pause-at-limit`` a run longer than the time left starts anyway: inside :func:`time_limit` a torch
+fit (:func:`storm_lib.train.fit`) stops at the first epoch boundary after which the next epoch (as long as
+the last one) would end past the limit, with that epoch's checkpoint written, and raises
+:class:`TimeLimitReached`; the runner reports the run ``paused`` and keeps its checkpoints, so the same
+command resumes it (on another machine after ``python -m storm_lib.park save`` / ``restore``). The limit
+can be overrun by at most one epoch plus the work outside the fit (data, prediction).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import statistics
+import time
 
 from .profiles import BUDGET_OPTION, budget_options
 
@@ -27,6 +36,34 @@ from .profiles import BUDGET_OPTION, budget_options
 MARGIN = 1.1
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+_DEADLINE: float | None = None   # a time.monotonic() value, set by time_limit()
+
+
+class TimeLimitReached(BaseException):
+    """A fit stopped at an epoch boundary before the deadline of :func:`time_limit`, its checkpoint
+    written. A BaseException, like KeyboardInterrupt, so that the runner keeps the run's checkpoints
+    and no model code that catches ``Exception`` swallows it."""
+
+
+@contextlib.contextmanager
+def time_limit(deadline: float | None):
+    """Within this block, torch fits pause before an epoch that would end after ``deadline`` (a
+    ``time.monotonic()`` value; None: no limit)."""
+    global _DEADLINE
+    old, _DEADLINE = _DEADLINE, deadline
+    try:
+        yield
+    finally:
+        _DEADLINE = old
+
+
+def check_epoch(done: int, total: int, epoch_seconds: float) -> None:
+    """Called by a fit after epoch ``done`` of ``total`` is checkpointed: raise
+    :class:`TimeLimitReached` when another epoch of ``epoch_seconds`` would end past the deadline."""
+    if _DEADLINE is not None and done < total and time.monotonic() + epoch_seconds > _DEADLINE:
+        raise TimeLimitReached(f"paused after epoch {done} of {total}: another epoch ({fmt_duration(epoch_seconds)}) "
+                               f"would end past the time limit; the same command resumes it")
 
 
 def parse_duration(text: str | float | int) -> float:

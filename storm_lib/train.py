@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
+from . import metrics, schedule
 from .panel import Panel, Protocol, get_protocol
 from .profiles import TrainConfig
 from .utils import atomic_write, pick_device  # noqa: F401 - pick_device re-exported
@@ -348,6 +348,7 @@ def fit(
             tqdm.write(f"epoch {epoch + 1}: {terms} ({row['seconds']:.1f} s){' *' if row['best'] else ''}")
         if run_dir is not None:
             _save(run_dir, net, opt, sched, rng, epoch, history, best_score, best_epoch, best_state)
+            schedule.check_epoch(epoch + 1, max_epochs, row["seconds"])  # --pause-at-limit: resumable stop
 
     if best_state is not None:
         net.load_state_dict(best_state)

@@ -111,3 +111,62 @@ def test_the_command_line_refuses_a_bad_limit_and_a_limit_for_ray(data_dir, tmp_
     with pytest.raises(ValueError, match="local executor"):
         run_grid([SPEC], tmp_path, data_dir=data_dir, progress=False, executor="ray", time_limit="1h")
     assert not any(tmp_path.rglob("run.json"))
+
+
+def test_an_epoch_that_would_end_past_the_deadline_raises_only_inside_a_limit():
+    import time
+
+    schedule.check_epoch(1, 3, 1e9)                                   # no limit set: nothing happens
+    with schedule.time_limit(time.monotonic() + 60):
+        schedule.check_epoch(1, 3, 1.0)                               # another epoch fits
+        schedule.check_epoch(3, 3, 1e9)                               # the last epoch is done: nothing to pause
+        with pytest.raises(schedule.TimeLimitReached, match="paused after epoch 1 of 3"):
+            schedule.check_epoch(1, 3, 120.0)
+    schedule.check_epoch(1, 3, 1e9)                                   # the limit ends with the block
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_run_longer_than_the_limit_pauses_at_an_epoch_and_resumes_to_the_same_result(data_dir, tmp_path,
+                                                                                       monkeypatch):
+    import json
+    from pathlib import Path
+
+    from storm_lib.run import load_table
+    from storm_lib.tasks import RunCache
+
+    monkeypatch.setenv("STORM_REUSE_FITS", "0")
+    lstm, cache = RunSpec.make("portfolio", "sample", "lstm", "sample", "smoke", 2), RunCache()
+    ref = run_grid([lstm], tmp_path / "ref", data_dir=data_dir, progress=False, cache=cache)
+    assert ref["status"][0] == "done", ref["error"][0]
+
+    check = schedule.check_epoch           # every epoch looks a day long: the fit pauses after its first
+    monkeypatch.setattr(schedule, "check_epoch", lambda done, total, seconds: check(done, total, 86400.0))
+    out = run_grid([lstm, SPEC], tmp_path / "a", data_dir=data_dir, progress=False, cache=cache,
+                   time_limit="1h", pause_at_limit=True)
+    assert list(out["status"]) == ["paused", "deferred"], out["error"].tolist()
+    assert "paused after epoch 1" in out.loc[0, "error"] and "time limit is reached" in out.loc[1, "error"]
+    assert not any((tmp_path / "a").rglob("run.json"))
+    assert any((tmp_path / "a").rglob("last.pt"))                   # the checkpoint is kept for the rerun
+    monkeypatch.setattr(schedule, "check_epoch", check)
+
+    again = run_grid([lstm], tmp_path / "a", data_dir=data_dir, progress=False, cache=cache)
+    assert again["status"][0] == "done", again["error"][0]
+    assert json.loads((Path(again["run_dir"][0]) / "run.json").read_text())["info"]["resumed_from_epoch"] == 1
+    a, b = Path(ref["run_dir"][0]), Path(again["run_dir"][0])
+    pd.testing.assert_frame_equal(pd.read_csv(a / "metrics.csv", keep_default_na=False),
+                                  pd.read_csv(b / "metrics.csv", keep_default_na=False), check_exact=True)
+    pd.testing.assert_frame_equal(load_table(a, "scores"), load_table(b, "scores"))
+    with pytest.raises(ValueError, match="needs a time_limit"):
+        run_grid([lstm], tmp_path / "a", data_dir=data_dir, progress=False, pause_at_limit=True)
+
+
+def test_pause_at_limit_needs_a_time_limit_on_the_command_line(data_dir, tmp_path, capsys):
+    from storm_lib import budget
+
+    args = ["--task", "portfolio", "--universe", "sample", "--model", "market", "--protocol", "sample",
+            "--profile", "smoke", "--results-dir", str(tmp_path), "--data-dir", str(data_dir)]
+    assert main(args + ["--pause-at-limit"]) == 2
+    assert "needs --time-limit" in capsys.readouterr().err
+    assert budget.main(["run", "--universe", "dj30", "--model", "lstm", "--pause-at-limit", "--dry-run",
+                        "--results-dir", str(tmp_path)]) == 2
+    assert "needs --time-limit" in capsys.readouterr().err
