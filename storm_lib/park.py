@@ -13,6 +13,12 @@ optimiser, schedule and random-number states (tests/test_park.py).
 
 Moving the parking directory between machines is the user's part (a shared disk, rsync, a commit).
 Partials still owned by a live process are not saved: stop the run first.
+
+``save --fits`` also carries the shared fit store (``$STORM_CACHE_DIR/fits``,
+:mod:`storm_lib.tasks.fits`) to ``<parking directory>/fits/``: its entries that the current training
+code can still use (the fit key hashes that code, so an entry of other code could never be restored).
+A run on the next machine whose fit is one of them (an audit run that only changes the evaluation,
+the trading task's STORM) then restores it instead of refitting. ``restore`` puts parked fits back.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .run import PARTIAL_SUFFIX, claimed_by, is_finished, results_root
+from .run import PARTIAL_SUFFIX, claimed_by, fits_dir, is_finished, results_root
 from .utils import REPO_ROOT
 
 DEFAULT_DIR = REPO_ROOT / "parked"
@@ -64,6 +70,57 @@ def save(results_dir=None, dest=None) -> list[dict]:
     return rows
 
 
+def save_fits(dest=None, store=None) -> list[dict]:
+    """Copy the fit store's entries made by the current training code to ``dest/fits/`` (entries of
+    other code, and entries parked already, are skipped). One row per entry: ``run``
+    (``fits/<key prefix>``), ``status`` (parked / already parked / other code) and ``bytes``."""
+    import json
+
+    from .tasks.fits import store_entries, training_source_hash
+
+    store = Path(store) if store is not None else fits_dir()
+    if store is None or not store.is_dir():
+        return []
+    target, source, rows = Path(dest or DEFAULT_DIR) / "fits", training_source_hash(), []
+    for key, files in store_entries(store):
+        row = {"run": f"fits/{key[:16]}", "bytes": sum(f.stat().st_size for f in files)}
+        meta = json.loads((store / f"{key}.json").read_text())
+        if meta.get("source") != source:
+            rows.append({**row, "status": "other code", "bytes": 0})
+            continue
+        if (target / f"{key}.json").is_file():
+            rows.append({**row, "status": "already parked"})
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted(files, key=lambda f: f.suffix == ".json"):   # the .json last: it marks completeness
+            shutil.copy2(f, target / f.name)
+        rows.append({**row, "status": "parked"})
+    return rows
+
+
+def restore_fits(src=None, store=None) -> list[dict]:
+    """Move the parked fits back into the fit store (``restored``; an entry the store has already is
+    ``kept`` there and its parked copy dropped)."""
+    from .tasks.fits import store_entries
+
+    parked = Path(src or DEFAULT_DIR) / "fits"
+    store = Path(store) if store is not None else fits_dir()
+    if store is None or not parked.is_dir():
+        return []
+    rows = []
+    for key, files in store_entries(parked):
+        have = (store / f"{key}.json").is_file()
+        if not have:
+            for f in sorted(files, key=lambda f: f.suffix == ".json"):
+                shutil.copy2(f, store / f.name)
+        for f in files:
+            f.unlink()
+        rows.append({"run": f"fits/{key[:16]}", "status": "kept" if have else "restored"})
+    if not any(parked.iterdir()):
+        parked.rmdir()
+    return rows
+
+
 def restore(results_dir=None, src=None) -> list[dict]:
     """Put every parked run back under the results root and remove it from ``src``. A run that has
     finished meanwhile drops its parked copy (``stale``); a run that already has checkpoints here keeps
@@ -98,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="save: copy interrupted runs' checkpoints out; restore: put them back; list: partial runs")
     ap.add_argument("--results-dir", default=None)
     ap.add_argument("--dir", default=None, help=f"the parking directory (default {DEFAULT_DIR.name}/ at the repository root)")
+    ap.add_argument("--fits", action="store_true",
+                    help="save: also carry the shared fit store's entries of the current training code "
+                         "(restore always puts parked fits back)")
     args = ap.parse_args(argv)
     if args.action == "list":
         root = results_root(args.results_dir)
@@ -106,13 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{state:8s} {_size(root / rel) / 2**20:7.1f} MB  {rel.as_posix()}")
         return 0
     if args.action == "save":
-        rows = save(args.results_dir, args.dir)
+        rows = save(args.results_dir, args.dir) + (save_fits(args.dir) if args.fits else [])
         for r in rows:
             print(f"{r['status']:8s} {r['bytes'] / 2**20:7.1f} MB  {r['run']}")
         if any(r["status"] == "running" for r in rows):
             print("runs still owned by a live process were not saved: stop them and save again", file=sys.stderr)
         return 0
-    for r in restore(args.results_dir, args.dir):
+    for r in restore(args.results_dir, args.dir) + restore_fits(args.dir):
         print(f"{r['status']:8s} {r['run']}")
     return 0
 

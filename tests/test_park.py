@@ -61,3 +61,30 @@ def test_live_runs_are_not_parked_and_finished_runs_drop_their_parked_copy(tmp_p
     (part.parent / "clean-cpu-seed0-abc" / "run.json").write_text("{}")                   # it finished
     assert [r["status"] for r in park.restore(tmp_path / "r", tmp_path / "p")] == ["stale"]
     assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())
+
+
+def test_parked_fits_of_the_current_code_are_reused_on_the_next_machine(tmp_path, monkeypatch):
+    from storm_lib.tasks.fits import training_source_hash
+
+    monkeypatch.setenv("STORM_CACHE_DIR", str(tmp_path / "cache_a"))
+    monkeypatch.setenv("STORM_REUSE_FITS", "1")
+    cache = RunCache()
+    first = run_grid([SPEC], tmp_path / "a", progress=False, cache=cache)
+    assert first["status"][0] == "done", first["error"][0]
+    store = tmp_path / "cache_a" / "fits"
+    (store / ("0" * 64 + ".json")).write_text(json.dumps({"source": "older code"}))
+    (store / ("1" * 64 + ".pt")).write_bytes(b"incomplete: no .json")
+    rows = park.save_fits(tmp_path / "parked", store)
+    assert sorted(r["status"] for r in rows) == ["other code", "parked"]           # the incomplete entry is no entry
+    assert json.loads(next((tmp_path / "parked" / "fits").glob("*.json")).read_text())["source"] == training_source_hash()
+    assert [r["status"] for r in park.save_fits(tmp_path / "parked", store)] == ["other code", "already parked"]
+
+    monkeypatch.setenv("STORM_CACHE_DIR", str(tmp_path / "cache_b"))               # the next machine
+    assert [r["status"] for r in park.restore_fits(tmp_path / "parked")] == ["restored"]
+    assert not (tmp_path / "parked" / "fits").exists()
+    again = run_grid([SPEC], tmp_path / "b", progress=False, cache=cache)
+    assert again["status"][0] == "done", again["error"][0]
+    rec = json.loads((Path(again["run_dir"][0]) / "run.json").read_text())
+    assert "fit_reused" in rec["info"]                                              # restored, not refitted
+    a, b = Path(first["run_dir"][0]), Path(again["run_dir"][0])
+    pd.testing.assert_frame_equal(load_table(a, "scores"), load_table(b, "scores"))

@@ -147,6 +147,12 @@ def fit_model(ctx, universe: str, name: str, kwargs: dict, panel, protocol, prof
     return model, info
 
 
+def store_entries(store: Path) -> list[tuple[str, list[Path]]]:
+    """The complete entries of a fit store: (key, its files), sorted by key; an entry is complete once
+    its ``<key>.json`` exists (written last by :func:`_store_fit`)."""
+    return [(j.stem, sorted(store.glob(f"{j.stem}.*"))) for j in sorted(store.glob("*.json"))]
+
+
 def _store_fit(store: Path, key: str, model, info: dict, command: str) -> None:
     """Weights, history and fit facts under ``key``; the .json, written last, marks the entry complete."""
     from ..utils import atomic_write
@@ -157,5 +163,5 @@ def _store_fit(store: Path, key: str, model, info: dict, command: str) -> None:
     if has_hist:
         atomic_write(store / f"{key}.history.parquet", lambda tmp: hist.to_parquet(tmp))
     meta = {"info": {k: v for k, v in info.items() if k != "resumed_from_epoch"}, "history": has_hist,
-            "command": command}
+            "command": command, "source": training_source_hash()}   # lets park carry only usable fits
     atomic_write(store / f"{key}.json", lambda tmp: tmp.write_text(json.dumps(meta, default=str)))
