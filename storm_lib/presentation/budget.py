@@ -71,7 +71,8 @@ def budget_missing_text(plan: pd.DataFrame, timings=None) -> str:
     unis = " ".join(dict.fromkeys(todo["universe"]))
     lines += ["", f"To run them: `python -m storm_lib.budget run --universe {unis} --model {models}` "
                   "(finished runs are skipped; `--dry-run` prints one `storm_lib.run` command per run; "
-                  "`--time-limit 2h` starts only what fits)."]
+                  "`--time-limit 2h` starts only what fits; with `--pause-at-limit` a longer run starts too and "
+                  "pauses at the limit, checkpointed, for `python -m storm_lib.park save`)."]
     return "\n".join(lines)
 
 
