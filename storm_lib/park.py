@@ -24,6 +24,7 @@ the trading task's STORM) then restores it instead of refitting. ``restore`` put
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -70,12 +71,17 @@ def save(results_dir=None, dest=None) -> list[dict]:
     return rows
 
 
+def _copy_entry(files: list[Path], folder: Path) -> None:
+    """Copy one fit-store entry into ``folder``, its ``.json`` last: that file marks the entry complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in sorted(files, key=lambda f: f.suffix == ".json"):
+        shutil.copy2(f, folder / f.name)
+
+
 def save_fits(dest=None, store=None) -> list[dict]:
     """Copy the fit store's entries made by the current training code to ``dest/fits/`` (entries of
     other code, and entries parked already, are skipped). One row per entry: ``run``
     (``fits/<key prefix>``), ``status`` (parked / already parked / other code) and ``bytes``."""
-    import json
-
     from .tasks.fits import store_entries, training_source_hash
 
     store = Path(store) if store is not None else fits_dir()
@@ -91,9 +97,7 @@ def save_fits(dest=None, store=None) -> list[dict]:
         if (target / f"{key}.json").is_file():
             rows.append({**row, "status": "already parked"})
             continue
-        target.mkdir(parents=True, exist_ok=True)
-        for f in sorted(files, key=lambda f: f.suffix == ".json"):   # the .json last: it marks completeness
-            shutil.copy2(f, target / f.name)
+        _copy_entry(files, target)
         rows.append({**row, "status": "parked"})
     return rows
 
@@ -111,8 +115,7 @@ def restore_fits(src=None, store=None) -> list[dict]:
     for key, files in store_entries(parked):
         have = (store / f"{key}.json").is_file()
         if not have:
-            for f in sorted(files, key=lambda f: f.suffix == ".json"):
-                shutil.copy2(f, store / f.name)
+            _copy_entry(files, store)
         for f in files:
             f.unlink()
         rows.append({"run": f"fits/{key[:16]}", "status": "kept" if have else "restored"})
