@@ -430,12 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     arun.add_argument("--data-dir", default=None)
     arun.add_argument("--quiet", action="store_true")
     for a in (run, arun):
-        a.add_argument("--time-limit", default=None, metavar="DURATION",
-                       help="start a run only if its estimate fits in the time left (90m, 2h30m); "
-                            "the others are deferred (storm_lib.schedule)")
-        a.add_argument("--pause-at-limit", action="store_true",
-                       help="with --time-limit: start a run that does not fit anyway; its fit pauses at the last "
-                            "epoch boundary before the limit, checkpoints kept (storm_lib.schedule)")
+        schedule.add_arguments(a)  # --time-limit, --pause-at-limit
     return ap
 
 
@@ -450,10 +445,7 @@ def _run(todo, args, argv) -> int:
 
     for spec in todo:
         check_spec(spec, args.data_dir)
-    if args.time_limit is not None:
-        schedule.parse_duration(args.time_limit)
-    elif args.pause_at_limit:
-        raise ValueError("--pause-at-limit needs --time-limit")
+    schedule.check_arguments(args.time_limit, args.pause_at_limit)
     print(f"{len(todo)} run(s), smallest budget first; the same as:")
     for spec in todo:
         print("  " + spec.command())

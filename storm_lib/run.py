@@ -966,12 +966,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--list", action="store_true", help="show finished runs (filtered by the given fields)")
     ap.add_argument("--dry-run", action="store_true", help="print each run directory and whether it is finished")
     ap.add_argument("--stop-on-error", action="store_true")
-    ap.add_argument("--time-limit", default=None, metavar="DURATION",
-                    help="start a run only if its estimate from finished runs fits in the time left "
-                         "(5400, 90m, 2h30m); the others are deferred: rerun to continue (local executor)")
-    ap.add_argument("--pause-at-limit", action="store_true",
-                    help="with --time-limit: start a run that does not fit anyway and pause its fit at the last "
-                         "epoch boundary before the limit, checkpoints kept (rerun, or park, to continue)")
+    schedule.add_arguments(ap)  # --time-limit, --pause-at-limit
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     executors.add_arguments(ap)  # --executor local|ray, --address, per-run resources
     return ap
@@ -1045,12 +1040,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             specs = _specs_from_args(args)
             executor = executors.from_args(args)
-            if args.time_limit is not None:
-                schedule.parse_duration(args.time_limit)
-                if args.executor != "local":
-                    raise ValueError("--time-limit works with the local executor only (Ray: set the cluster job's own limit)")
-            elif args.pause_at_limit:
-                raise ValueError("--pause-at-limit needs --time-limit")
+            schedule.check_arguments(args.time_limit, args.pause_at_limit)
+            if args.time_limit is not None and args.executor != "local":
+                raise ValueError("--time-limit works with the local executor only (Ray: set the cluster job's own limit)")
             ctx = RunContext(data_dir=args.data_dir, progress=False)
             for spec in specs:  # the protocol against the data: before anything runs
                 check_dates(spec, ctx)

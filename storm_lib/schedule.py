@@ -66,6 +66,25 @@ def check_epoch(done: int, total: int, epoch_seconds: float) -> None:
                                f"would end past the time limit; the same command resumes it")
 
 
+def add_arguments(parser) -> None:
+    """``--time-limit`` and ``--pause-at-limit``, the same on every command that runs a grid
+    (``storm_lib.run``, ``storm_lib.budget run`` / ``agents-run``); checked by :func:`check_arguments`."""
+    parser.add_argument("--time-limit", default=None, metavar="DURATION",
+                        help="start a run only if its estimate from finished runs fits in the time left "
+                             "(5400, 90m, 2h30m); the others are deferred: rerun to continue (local executor)")
+    parser.add_argument("--pause-at-limit", action="store_true",
+                        help="with --time-limit: start a run that does not fit anyway and pause its fit at the "
+                             "last epoch boundary before the limit, checkpoints kept (rerun, or park, to continue)")
+
+
+def check_arguments(time_limit, pause_at_limit: bool) -> None:
+    """ValueError for a malformed ``--time-limit`` or ``--pause-at-limit`` without one."""
+    if time_limit is not None:
+        parse_duration(time_limit)
+    elif pause_at_limit:
+        raise ValueError("--pause-at-limit needs --time-limit")
+
+
 def parse_duration(text: str | float | int) -> float:
     """Seconds from ``"5400"``, ``"90m"``, ``"2h"``, ``"1h30m"`` or ``"1h 30m 15s"``; ValueError otherwise."""
     if isinstance(text, (int, float)):
