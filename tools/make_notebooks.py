@@ -532,8 +532,8 @@ RankIC. Test RankIC is read at that same epoch and is shown separately: it never
 The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 windows (64x); SP500 450 /
 2,800 / 5,600 / 14,000 windows (31x), about 0.16 / 1 / 2 / 5 passes over its training days; two seeds per point.
 A curve still rising at the largest budget may get one more step where that step is affordable
-(`storm_lib.budget.EXTENSIONS`, empty so far: a STORM or Transformer run of 256,000 DJ30 windows would take 4
-to 5 hours per seed on this machine).
+(`storm_lib.budget.EXTENSIONS`, listed under Runs below; DJ30 has none: a STORM or Transformer run of 256,000
+DJ30 windows would take 4 to 5 hours per seed on this machine).
 An SP500 epoch of a budget run is 100 batches of 8 (800 windows, option `steps_per_epoch=100`,
 `Profile.budget_options`), near DJ30's 960: a validation pass over SP500's 504 validation days costs about as
 much as 25 training steps, so validating every 200 windows would spend half the compute on validation.
@@ -581,6 +581,10 @@ ctx = nb.setup("budget", universes=universes, models=models, seeds=seeds, protoc
     md("## Runs\n\nOne run per model, universe, budget and seed, smallest budget first. Runs not finished yet are listed."),
     code('''plan = nb.budget_plan(ctx)
 timings = run_timings(ctx.params.get("results_dir"))   # finished runs' compute: the estimates of what is left
+display(Markdown("Extensions of the grid (`budget.EXTENSIONS`): " + ("; ".join(
+    f"{ctx.label(u)} {nb.model_label(m)}: {', '.join(f'{b:,}' for b in bs)} windows"
+    for (u, m), bs in budget.EXTENSIONS.items())
+    or "none") + "."))
 display(Markdown(nb.budget_missing_text(plan, timings)))
 runs = nb.budget_frame(plan, ctx)
 summary = budget.summarise(runs)
