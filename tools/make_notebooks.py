@@ -581,11 +581,7 @@ ctx = nb.setup("budget", universes=universes, models=models, seeds=seeds, protoc
     md("## Runs\n\nOne run per model, universe, budget and seed, smallest budget first. Runs not finished yet are listed."),
     code('''plan = nb.budget_plan(ctx)
 timings = run_timings(ctx.params.get("results_dir"))   # finished runs' compute: the estimates of what is left
-display(Markdown("Extensions of the grid (`budget.EXTENSIONS`): " + ("; ".join(
-    f"{ctx.label(u)} {nb.model_label(m)}: {', '.join(f'{b:,}' for b in bs)} windows"
-    for (u, m), bs in budget.EXTENSIONS.items())
-    or "none") + "."))
-display(Markdown(nb.budget_missing_text(plan, timings)))
+display(Markdown(nb.budget_extensions_text(ctx)), Markdown(nb.budget_missing_text(plan, timings)))
 runs = nb.budget_frame(plan, ctx)
 summary = budget.summarise(runs)
 choice = budget.choose(summary)'''),

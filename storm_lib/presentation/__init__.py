@@ -20,8 +20,8 @@ from .ablation import WO_TS_VARIANTS, ablation_frame, ablation_table, ablation_t
 from .audit import (AUDIT_METRICS, WATERFALL_METRICS, audit_frame, audit_means, audit_paper_lines, audit_specs,
                     audit_steps, audit_styled, audit_summary, audit_text, audit_waterfall, missing_text, paper_values,
                     switch_table)
-from .budget import (agent_budget_table, budget_choice_table, budget_frame, budget_missing_text, budget_plan, budget_specs, budget_table,
-                     budget_text)
+from .budget import (agent_budget_table, budget_choice_table, budget_extensions_text, budget_frame,
+                     budget_missing_text, budget_plan, budget_specs, budget_table, budget_text)
 from .codebook import (PAPER_FIG3B, USAGE_METRICS, codebook_size_of, codebook_specs, codebook_stats, codebook_sweep,
                        codes, score_anatomy, usage_table)
 from .context import (CODEBOOK_SIZES, GET_DATA, IC_METRICS, PORTFOLIO_METRICS, PORTFOLIO_MODELS, RANKIC_MODELS,

@@ -32,6 +32,13 @@ def budget_plan(ctx: Context) -> pd.DataFrame:
     return ctx.ensure(budget_specs(ctx), echo=lambda *a, **k: None)
 
 
+def budget_extensions_text(ctx: Context) -> str:
+    """One line naming the grid's extra budgets (:data:`storm_lib.budget.EXTENSIONS`), or "none"."""
+    items = [f"{ctx.label(u)} {model_label(m)}: {', '.join(f'{b:,}' for b in bs)} windows"
+             for (u, m), bs in budget_mod.EXTENSIONS.items()]
+    return f"Extensions of the grid (`budget.EXTENSIONS`): {'; '.join(items) or 'none'}."
+
+
 def budget_missing_text(plan: pd.DataFrame, timings=None) -> str:
     """How many runs of the grid are finished, the budgets not finished per universe and model, and the
     command that runs them (the resumable grid, smallest budget first). With ``timings``
