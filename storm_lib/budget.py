@@ -446,7 +446,7 @@ def _print_frame(frame: pd.DataFrame, empty: str) -> None:
 
 def _run(todo, args, argv) -> int:
     """Check, list and (unless ``--dry-run``) run ``todo`` through the resumable runner."""
-    from .run import check_spec, run_grid
+    from .run import check_spec, run_grid, summary_line
 
     for spec in todo:
         check_spec(spec, args.data_dir)
@@ -461,7 +461,7 @@ def _run(todo, args, argv) -> int:
                        argv=["python", "-m", "storm_lib.budget", *(argv if argv is not None else sys.argv[1:])],
                        time_limit=args.time_limit, pause_at_limit=args.pause_at_limit)
     for row in summary.itertuples():
-        print(f"{row.status}: {row.run_dir or ''} ({row.seconds:.0f} s)")
+        print(summary_line(row))
         if row.error:
             print(row.error.rstrip().splitlines()[-1])
     return 1 if (summary["status"] == "failed").any() else 0

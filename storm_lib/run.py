@@ -641,6 +641,13 @@ def run_one(spec: RunSpec, results_dir=None, data_dir=None, progress: bool = Tru
     return row
 
 
+def summary_line(row) -> str:
+    """One printed line for a row of :func:`run_grid`'s summary: its status, its run directory ("not
+    started" for a deferred run, whose ``run_dir`` is empty) and its seconds."""
+    where = row.run_dir if isinstance(row.run_dir, (str, Path)) and str(row.run_dir) else "not started"
+    return f"{row.status}: {where} ({row.seconds:.1f} s)"
+
+
 def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop_on_error: bool = False,
              cache: RunCache | None = None, argv: list[str] | None = None, executor=None,
              time_limit: str | float | None = None, pause_at_limit: bool = False) -> pd.DataFrame:
@@ -1060,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
                            argv=["python", "-m", "storm_lib.run", *argv], executor=executor,
                            time_limit=args.time_limit, pause_at_limit=args.pause_at_limit)
         for row in summary.itertuples():
-            print(f"\n{row.status}: {row.run_dir or ''} ({row.seconds:.1f} s)")
+            print("\n" + summary_line(row))
             if row.status in ("done", "skipped", "adopted"):
                 print_metrics(row.run_dir)
             elif row.error:

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from storm_lib import schedule
-from storm_lib.run import RunSpec, main, run_grid
+from storm_lib.run import RunSpec, main, run_grid, summary_line
 
 
 @pytest.mark.parametrize("text, seconds", [("5400", 5400), ("90m", 5400), ("2h", 7200), ("1h30m", 5400),
@@ -145,6 +145,9 @@ def test_a_run_longer_than_the_limit_pauses_at_an_epoch_and_resumes_to_the_same_
                    time_limit="1h", pause_at_limit=True)
     assert list(out["status"]) == ["paused", "deferred"], out["error"].tolist()
     assert "paused after epoch 1" in out.loc[0, "error"] and "time limit is reached" in out.loc[1, "error"]
+    lines = [summary_line(row) for row in out.itertuples()]     # what the CLIs print per run
+    assert lines[0].startswith("paused: ") and str(tmp_path / "a") in lines[0]
+    assert lines[1] == "deferred: not started (0.0 s)", lines[1]
     assert not any((tmp_path / "a").rglob("run.json"))
     assert any((tmp_path / "a").rglob("last.pt"))                   # the checkpoint is kept for the rerun
     monkeypatch.setattr(schedule, "check_epoch", check)
