@@ -669,7 +669,7 @@ def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop
     from tqdm.auto import tqdm
 
     specs = list(specs)
-    if executor not in (None, "local"):
+    if getattr(executor, "name", executor) not in (None, "local"):  # a name, or an executor object
         if time_limit is not None:
             raise ValueError("a time limit works with the local executor only (Ray: set the cluster job's own limit)")
         rows = executors.get_executor(executor).run(specs, results_dir, data_dir, progress, stop_on_error, cache, argv)

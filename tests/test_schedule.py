@@ -113,6 +113,15 @@ def test_the_command_line_refuses_a_bad_limit_and_a_limit_for_ray(data_dir, tmp_
     assert not any(tmp_path.rglob("run.json"))
 
 
+def test_the_command_line_runs_a_queue_under_a_time_limit(data_dir, tmp_path, capsys):
+    # the CLI hands run_grid a LocalExecutor object, not the name "local": it must run, not refuse
+    args = ["--task", "portfolio", "--universe", "sample", "--model", "market", "--protocol", "sample",
+            "--profile", "smoke", "--results-dir", str(tmp_path), "--data-dir", str(data_dir), "--quiet"]
+    assert main(args + ["--time-limit", "1h", "--pause-at-limit"]) == 0
+    assert "done:" in capsys.readouterr().out
+    assert len(list(tmp_path.rglob("run.json"))) == 1
+
+
 def test_an_epoch_that_would_end_past_the_deadline_raises_only_inside_a_limit():
     import time
 
