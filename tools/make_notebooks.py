@@ -534,7 +534,8 @@ The grid (`storm_lib.budget.BUDGETS`): DJ30 1,000 / 4,000 / 16,000 / 64,000 wind
 A curve still rising at the largest budget may get one more step where that step is affordable
 (`storm_lib.budget.EXTENSIONS`, listed under Runs below; DJ30 has none: a STORM or Transformer run of 256,000
 DJ30 windows would take 4 to 5 hours per seed on this machine, and neither has SP500 STORM: 35,000 SP500
-windows would take about 5 hours per seed).
+windows would take about 5 hours per seed). The SP500 Transformer still rises at its 35,000-window step; a
+further step of 87,500 windows (about 4 hours per seed) is not run either.
 An SP500 epoch of a budget run is 100 batches of 8 (800 windows, option `steps_per_epoch=100`,
 `Profile.budget_options`), near DJ30's 960: a validation pass over SP500's 504 validation days costs about as
 much as 25 training steps, so validating every 200 windows would spend half the compute on validation.
