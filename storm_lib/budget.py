@@ -60,9 +60,10 @@ BUDGETS: dict[str, tuple[int, ...]] = {
 #: and 35,000 windows cost about 40 minutes per seed on one core. The SP500 Transformer rises by less than
 #: 0.001 from 5,600 to 14,000 windows (0.0287 +- 0.0001, 0.0295 +- 0.0004), more than one SE: about 1.6
 #: hours per seed at 35,000, where it still rises (0.0318 +- 0.0007): a further step of 87,500 windows (about
-#: 4 hours per seed) is not run, so it reads "inconclusive: needs >= 87,500 windows". SP500 STORM still rises at 14,000 (0.0085 +- 0.0041 at 5,600, 0.0153 +- 0.0016 at
-#: 14,000) but a run of 35,000 windows would take about 5 hours per seed on one core, like DJ30's 256,000:
-#: not extended, so it reads "inconclusive: needs >= 35,000 windows".
+#: 4 hours per seed) is not run, so it reads "inconclusive: needs >= 87,500 windows". SP500 STORM still
+#: rises at 14,000 (0.0085 +- 0.0041 at 5,600, 0.0153 +- 0.0016 at 14,000) but a run of 35,000 windows would
+#: take about 5 hours per seed on one core, like DJ30's 256,000: not extended, so it reads "inconclusive:
+#: needs >= 35,000 windows".
 EXTENSIONS: dict[tuple[str, str], tuple[int, ...]] = {("sp500", "storm_wo_ts"): (35_000,),
                                                       ("sp500", "transformer"): (35_000,)}
 

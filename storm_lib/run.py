@@ -669,10 +669,11 @@ def run_grid(specs, results_dir=None, data_dir=None, progress: bool = True, stop
     from tqdm.auto import tqdm
 
     specs = list(specs)
-    if getattr(executor, "name", executor) not in (None, "local"):  # a name, or an executor object
+    executor = executors.get_executor(executor)   # a name, None or an executor object (the CLI's)
+    if getattr(executor, "name", None) != "local":
         if time_limit is not None:
             raise ValueError("a time limit works with the local executor only (Ray: set the cluster job's own limit)")
-        rows = executors.get_executor(executor).run(specs, results_dir, data_dir, progress, stop_on_error, cache, argv)
+        rows = executor.run(specs, results_dir, data_dir, progress, stop_on_error, cache, argv)
         return pd.DataFrame(rows, columns=list(SPEC_COLUMNS) + ["status", "seconds", "run_dir", "error"])
     cache = cache if cache is not None else RunCache()
     deadline = None if time_limit is None else time.monotonic() + schedule.parse_duration(time_limit)
