@@ -28,13 +28,16 @@ blocks, ``checkpoint_ts``: same numbers, less memory, more time); ``+v1`` runs t
 ``new+mem+v1`` measures the code on the same computation, and the plain ``new*`` configurations run the
 current default model (version 2: cosine codebooks, entropy term, MLP alignment pooling; other
 parameters, same seed); ``+compile`` runs the training forward through ``train.compiled``
-(``TrainConfig.compile``; the warm-up steps compile, prediction stays eager). glibc's defaults are
+(``TrainConfig.compile``; the warm-up steps compile, prediction stays eager); ``+bf16`` runs the training
+forward and prediction under bf16 autocast (``TrainConfig.autocast="bf16"``, the VQ distances in
+float32), a numerics-changing lever that pays only where the CPU has AMX or avx512_bf16. glibc's defaults are
 reinstated for the default-allocator configurations with ``mallopt`` at the steady state its dynamic
 rule reaches (mmap threshold 32 MB, trim threshold 64 MB), since mallopt is process-wide.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
@@ -129,7 +132,7 @@ class Runner:
     """One implementation's network + optimiser and its training step."""
 
     def __init__(self, name, storm_mod, train_mod, panel, profile, state, dropout=None, keep_mem=False, model=None,
-                 compile=False):
+                 compile=False, autocast=None):
         model = {**(model or {}), **({} if dropout is None else {"dropout": dropout})}
         self.name, self.train_mod, self.keep_mem = name, train_mod, keep_mem
         self.net = storm_mod.StormModel("storm", profile=profile, seed=0, progress=False, model=model).build_net(panel)
@@ -138,7 +141,14 @@ class Runner:
             if hasattr(m, "initialised") and isinstance(m.initialised, bool):  # the warm-up batch as 757ada5
                 m.initialised = False
         self.forward = train_mod.compiled(self.net) if compile else self.net  # as train.fit does
+        self.autocast = autocast  # TrainConfig.autocast ("bf16" or None), as train.fit applies it
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
+
+    def predict(self, panel, t, batch_size):
+        """``train.predict`` of this version; a bf16 configuration predicts under autocast, as ``fit``'s
+        validation does."""
+        extra = {} if self.autocast is None else {"autocast": self.autocast}
+        return self.train_mod.predict(self.net, panel, t, batch_size, **extra)
 
     def allocator(self):
         keep_memory() if self.keep_mem else glibc_defaults()
@@ -146,7 +156,8 @@ class Runner:
     def step(self, x, mask, y, days=None, eager=False):
         """One training step; ``days`` (the window end days) go to networks that take them (train.fit)."""
         fwd = self.net if eager else self.forward
-        out = fwd(x, mask, y, days=days) if getattr(self.net, "takes_days", False) else fwd(x, mask, y)
+        with contextlib.nullcontext() if self.autocast is None else torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fwd(x, mask, y, days=days) if getattr(self.net, "takes_days", False) else fwd(x, mask, y)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -198,7 +209,8 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
                 if c != "old":
                     state = {k: v for k, v in state.items() if not k.endswith("initialised")}
                 runners.append(Runner(c, *mod, panel, profile, state, dropout=0.0 if "nodrop" in parts else None,
-                                      keep_mem="mem" in parts, model=model, compile="compile" in parts))
+                                      keep_mem="mem" in parts, model=model, compile="compile" in parts,
+                                      autocast="bf16" if "bf16" in parts else None))
             res = {r.name: {"times": []} for r in runners}
             # warm-up (codebook init) and FLOPs, then the memory step
             from torch.utils.flop_counter import FlopCounterMode
@@ -228,14 +240,14 @@ def compare(universes, profile, rev, threads, steps, configs, predict_days, out_
                     res[r.name]["minor_faults"] += (_minflt() - flt) / steps
             for r in runners:  # prediction: warm-up, then interleaved blocks of 4 eval batches
                 r.allocator()
-                r.train_mod.predict(r.net, panel, pred_t[: tcfg.eval_batch_size], tcfg.eval_batch_size)
+                r.predict(panel, pred_t[: tcfg.eval_batch_size], tcfg.eval_batch_size)
                 res[r.name]["predict_s"] = 0.0
             block = 4 * tcfg.eval_batch_size
             for i in range(0, len(pred_t), block):
                 for r in runners:
                     r.allocator()
                     res[r.name]["predict_s"] += _timed(
-                        lambda: r.train_mod.predict(r.net, panel, pred_t[i:i + block], tcfg.eval_batch_size))
+                        lambda: r.predict(panel, pred_t[i:i + block], tcfg.eval_batch_size))
             base = res[configs[0]]
             print(f"\n## {universe} (N={n}), profile {profile}, batch {bs}, {nt} thread(s): sgemm 2048^3 peak "
                   f"{peak:.1f} GFLOP/s; prediction over {len(pred_t)} validation days, eval batch "
