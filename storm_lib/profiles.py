@@ -32,7 +32,7 @@ class TrainConfig:
     min_valid_stocks: int = 2
     keep_freed_memory: bool = True    # glibc: keep freed buffers in the process (train.keep_freed_memory);
                                       # exact, faster CPU steps, resident size stays near the step's peak
-    # -- GPU settings (storm_lib.train): bf16 autocast around the forward; the VQ distances stay fp32 ----
+    # -- GPU (and AMX CPU) settings (storm_lib.train): bf16 autocast around the forward; VQ distances fp32 --
     autocast: str | None = None       # None (fp32) or "bf16": torch.autocast(device, torch.bfloat16)
     compile: bool = False             # torch.compile the training forward (inductor); not exact: fused
                                       # kernels round differently and dropout draws other masks
