@@ -37,7 +37,8 @@ def _panel(universe: str, window: int):
 
 def _training_step(universe: str, profile: str, variant: str, batch: int | None = None):
     """(step, net, batch size, device): ``step()`` runs one training step of a fresh net on a random batch of
-    training windows (seeded), with the window days for nets that take them, as ``train.fit`` does."""
+    training windows (seeded), with the window days for nets that take them, as ``train.fit`` does: the
+    allocator setting ``fit`` applies on a CPU (``TrainConfig.keep_freed_memory``) and gradient clipping."""
     import torch
 
     from storm_lib import train
@@ -49,6 +50,8 @@ def _training_step(universe: str, profile: str, variant: str, batch: int | None 
     m = StormModel(variant, profile=profile, seed=0, progress=False)
     train.seed_everything(0)
     device = train.pick_device(None)
+    if device.type == "cpu" and prof.train.keep_freed_memory:
+        train.keep_freed_memory()  # as fit does: without it every large buffer is faulted in each step
     net = m.build_net(panel).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     t_all = panel.split("clean", "train")
@@ -62,6 +65,7 @@ def _training_step(universe: str, profile: str, variant: str, batch: int | None 
         out = net(x, mask, y, **days)
         opt.zero_grad()
         out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), prof.train.grad_clip)
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
