@@ -37,7 +37,6 @@ rule reaches (mmap threshold 32 MB, trim threshold 64 MB), since mallopt is proc
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import importlib
 import json
@@ -51,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from storm_lib import train as storm_train
 
 ROOT = Path(__file__).resolve().parents[1]
 _libc = ctypes.CDLL("libc.so.6")
@@ -156,7 +157,7 @@ class Runner:
     def step(self, x, mask, y, days=None, eager=False):
         """One training step; ``days`` (the window end days) go to networks that take them (train.fit)."""
         fwd = self.net if eager else self.forward
-        with contextlib.nullcontext() if self.autocast is None else torch.autocast("cpu", dtype=torch.bfloat16):
+        with storm_train.autocast(torch.device("cpu"), self.autocast):  # this tree's helper: REV may lack it
             out = fwd(x, mask, y, days=days) if getattr(self.net, "takes_days", False) else fwd(x, mask, y)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
