@@ -25,10 +25,13 @@ biased upward by the selection over epochs, see :func:`summarise`). Test RankIC 
     python -m storm_lib.budget apply [--dry-run]
     python -m storm_lib.budget agents-run --model ppo dqn sac [--seed 0 1] [--dry-run]
     python -m storm_lib.budget agents-table
+    python -m storm_lib.budget agents-apply [--dry-run]
 
 The RL agents of Table 3 (:data:`AGENT_BUDGETS`: 1x / 4x / 16x the cpu profile's environment steps) get the
 same treatment with validation Sharpe ratio in place of RankIC, and each point's trading activity on the
 test span (trades per stock, runs that only hold or are never long): a budget at which an agent trades.
+``agents-apply`` writes the chosen steps (:func:`apply_agent_budgets`) as ``Profile.agent_budgets``; a run of
+the study at a method's profile budget and the method's plain Table 3 run are twins (either serves the other).
 """
 
 from __future__ import annotations
@@ -317,8 +320,6 @@ AGENT_BUDGETS: dict[str, tuple[int, ...]] = {
     "ppo": (51_200, 204_800, 819_200), "dqn": (50_000, 200_000), "sac": (20_000, 80_000),
 }
 AGENT_METHODS = ("ppo", "dqn", "sac", "storm", "storm_wo_ts", "storm_wo_cs")
-#: validation checkpoints per agent run (``agent_eval_every`` = steps / this), as in the cpu profile
-AGENT_EVALS = 10
 AGENT_UNIVERSE = "dj30"
 AGENT_COLUMNS = ["model", "budget", "seed", "stock", "val_ASR", "test_ASR", "trades", "long share", "holds",
                  "never long", "compute_seconds", "model_version", "run_dir"]
@@ -330,8 +331,11 @@ def _agent_algo(method: str) -> str:
 
 def agent_specs(methods=AGENT_METHODS, seeds=SEEDS, budgets=None, profile: str = "cpu", protocol: str = "clean"):
     """Trading runs of the RL methods at each budget (options ``agent_timesteps`` and ``agent_eval_every``,
-    :data:`AGENT_EVALS` validation checkpoints per run), smallest budget first."""
+    ``storm_lib.trading.experiment.AGENT_EVALS`` validation checkpoints per run), smallest budget first. The
+    runs at a method's profile budget are twins of its plain Table 3 runs (:func:`storm_lib.run.budget_twin`):
+    whichever finished first serves both."""
     from .run import RunSpec
+    from .trading.experiment import AGENT_EVALS
 
     out = []
     for m in methods:
@@ -360,7 +364,8 @@ def load_agents(results_dir=None, protocol: str = "clean", profile: str = "cpu",
         m = m[(m["convention"] == "standard") & (m["metric"] == "ASR")].pivot(index="stock", columns="split",
                                                                                 values="value")
         act = activity(pd.read_parquet(path / "equity.parquet"), "test").set_index("stock")
-        cost = compute_seconds(path, record)
+        # an adopted run (the twin of a plain Table 3 run) is a copy: its compute is the twin's
+        cost = (record.get("adopted_from") or {}).get("compute_seconds") or compute_seconds(path, record)
         for stock in act.index:
             rows.append({"model": spec.model, "budget": int(opts["agent_timesteps"]), "seed": spec.seed,
                          "stock": stock, "val_ASR": float(m.loc[stock, "valid"]), "test_ASR": float(m.loc[stock, "test"]),
@@ -397,6 +402,40 @@ def agent_grid() -> dict:
     return {(AGENT_UNIVERSE, m): AGENT_BUDGETS[_agent_algo(m)] for m in AGENT_METHODS}
 
 
+def agent_profile_budgets(choices: pd.DataFrame) -> dict:
+    """``Profile.agent_budgets`` (trading method -> environment steps) from :func:`choose`'s table of the
+    agents: each method whose planned budgets all have two seeds gets its chosen budget (the largest
+    where its curve still rises, which then reads "inconclusive"); a method with a budget still missing
+    gets none (its plain runs keep the profile's default, :func:`storm_lib.trading.agents.budget`)."""
+    done = choices[choices["chosen_budget"].notna() & (choices["missing"].map(len) == 0)]
+    return {m: int(b) for m, b in zip(done["model"], done["chosen_budget"])}
+
+
+def apply_agent_budgets(profile: str = "cpu", results_dir=None, dry_run: bool = False) -> int:
+    """Write :func:`agent_profile_budgets` of the finished agent-budget runs into the ``agents`` entry of
+    ``storm_lib/budgets.json`` for ``profile``. A method whose chosen steps differ from the profile's
+    default then trains its plain Table 3 runs with them (new run directories; the study's runs at that
+    budget are their twins, :func:`storm_lib.run.budget_twin`, so seeds 0 and 1 are copies)."""
+    import json
+    from pathlib import Path
+
+    summary = summarise_agents(load_agents(results_dir, profile=profile))
+    chosen = agent_profile_budgets(choose(summary, grid=agent_grid())) if len(summary) else {}
+    path = Path(__file__).with_name(BUDGETS_FILE)
+    data = json.loads(path.read_text())
+    print(f"{profile} agents: {json.dumps(chosen) if chosen else '{}'}")
+    if chosen == data.get("agents", {}).get(profile, {}):
+        print("no change")
+        return 0
+    if dry_run:
+        print("(dry run: nothing written)")
+        return 0
+    data.setdefault("agents", {})[profile] = chosen
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--results-dir", default=None)
     apply.add_argument("--dry-run", action="store_true", help="print the budgets, write nothing")
     atable = sub.add_parser("agents-table", help="print the agents' summary: Sharpe, trades and the chosen budgets")
-    for a in (arun, atable):
+    aapply = sub.add_parser("agents-apply", help="write the agents' chosen environment steps (methods with complete "
+                                                 "curves) into storm_lib/budgets.json (Profile.agent_budgets)")
+    aapply.add_argument("--dry-run", action="store_true", help="print the budgets, write nothing")
+    for a in (arun, atable, aapply):
         a.add_argument("--profile", default="cpu")
         a.add_argument("--results-dir", default=None)
     arun.add_argument("--dry-run", action="store_true", help="print the equivalent storm_lib.run commands only")
@@ -492,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "apply":
         return apply_budgets(args.profile, args.results_dir, args.dry_run)
+    if args.command == "agents-apply":
+        return apply_agent_budgets(args.profile, args.results_dir, args.dry_run)
     if args.command == "agents-table":
         summary = summarise_agents(load_agents(args.results_dir, profile=args.profile))
         _print_frame(summary, "no finished agent-budget runs")

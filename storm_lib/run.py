@@ -37,7 +37,7 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -281,12 +281,35 @@ def budget_twin(spec: RunSpec) -> RunSpec | None:
     """The same run with the profile's training budget as explicit options (``budget_windows`` and the
     universe's ``budget_options``: a run of the budget study, :mod:`storm_lib.budget`), or None when the
     profile sets no budget for ``spec``. Both train the same model with the same settings and seed, so
-    their outputs are the same."""
+    their outputs are the same. A trading run of an RL method: :func:`_agent_twin`."""
+    if spec.task == "trading":
+        twin = _agent_twin(spec)
+        if twin is not None:
+            return twin
     budget = budget_options(spec.profile, spec.universe, spec.model, spec.options_dict)
     if budget is None:
         return None
     return RunSpec.make(spec.task, spec.universe, spec.model, spec.protocol, spec.profile, spec.seed,
                         {**budget, **spec.options_dict})
+
+
+def _agent_twin(spec: RunSpec) -> RunSpec | None:
+    """Trading, RL methods: the plain run (no options) and the agents' budget-study run whose options
+    ``agent_timesteps`` / ``agent_eval_every`` are the profile's budget for the method
+    (:func:`storm_lib.trading.experiment.agent_budget`) train the same agents: each is the other's twin,
+    so whichever finishes first serves both. None for any other spec."""
+    from .trading.experiment import agent_budget
+
+    steps = agent_budget(spec.model, spec.profile)
+    if steps is None:
+        return None
+    explicit = RunSpec.make(spec.task, spec.universe, spec.model, spec.protocol, spec.profile, spec.seed,
+                            {"agent_timesteps": steps["timesteps"], "agent_eval_every": steps["eval_every"]})
+    if not spec.options:
+        return explicit
+    if spec.options == explicit.options:
+        return replace(explicit, options=())
+    return None
 
 
 def _adopt(spec: RunSpec, ctx: RunContext, twin_dir: Path, partial: Path, started: str, t0: float,

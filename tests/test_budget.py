@@ -351,3 +351,91 @@ def test_no_end_of_training_rows_without_the_fit_s_last_checkpoint(tmp_path):
 
     assert end_of_training_rows(SimpleNamespace(run_dir=None), None, None) == []
     assert end_of_training_rows(SimpleNamespace(run_dir=tmp_path), None, None) == []
+
+
+def test_chosen_agent_steps_enter_only_that_methods_runs_and_pair_plain_and_study_runs(monkeypatch):
+    """Profile.agent_budgets (from `agents-apply`) changes the budget, hence the identity, of the listed
+    methods only; a plain trading run and the study run at the method's profile budget are each other's
+    twin (storm_lib.run.budget_twin), any other budget has none; the profile's hash does not move."""
+    from dataclasses import replace
+
+    from storm_lib import profiles
+    from storm_lib.run import RunSpec, budget_twin, code_identity
+    from storm_lib.trading.experiment import agent_budget
+
+    def spec(model, **opts):
+        return RunSpec.make("trading", "dj30", model, "clean", "cpu", 1, opts)
+
+    assert agent_budget("lightgbm", "cpu") is None and agent_budget("storm", "cpu")["algo"] == "ppo"
+    assert budget_twin(spec("ppo")).options_dict == {"agent_timesteps": 51_200, "agent_eval_every": 5_120}
+    assert budget_twin(spec("ppo", agent_timesteps=51_200, agent_eval_every=5_120)) == spec("ppo")
+    assert budget_twin(spec("ppo", agent_timesteps=204_800, agent_eval_every=20_480)) is None
+    assert budget_twin(spec("buy_and_hold")) is None
+    before = {m: code_identity(spec(m)) for m in ("ppo", "dqn", "storm")}
+
+    chosen = replace(profiles.PROFILES["cpu"], agent_budgets={"ppo": 204_800, "dqn": 50_000})
+    monkeypatch.setitem(profiles.PROFILES, "cpu", chosen)
+    assert agent_budget("ppo", "cpu")["timesteps"] == 204_800 and agent_budget("ppo", "cpu")["eval_every"] == 20_480
+    assert code_identity(spec("ppo"))["task_config"]["agent"]["timesteps"] == 204_800
+    assert code_identity(spec("dqn")) == before["dqn"]        # chosen = the default: the same runs
+    assert code_identity(spec("storm")) == before["storm"]    # STORM-PPO is its own method
+    assert code_identity(spec("ppo"))["profile"] == before["ppo"]["profile"]
+    assert budget_twin(spec("ppo")).options_dict == {"agent_timesteps": 204_800, "agent_eval_every": 20_480}
+    assert budget_twin(spec("ppo", agent_timesteps=204_800, agent_eval_every=20_480)) == spec("ppo")
+    assert budget_twin(spec("ppo", agent_timesteps=51_200, agent_eval_every=5_120)) is None
+
+
+def test_a_plain_trading_run_adopts_the_agent_study_run_of_its_budget(data_dir, tmp_path, monkeypatch):
+    """With a chosen step count the plain PPO run trains with it; the study's run of that budget already did,
+    so the plain run is a copy (status "adopted"), equal to a fresh run of its own, and the study's table
+    counts the twin's compute, not the copy's."""
+    from dataclasses import replace
+
+    from storm_lib import profiles
+    from storm_lib.run import RunSpec, run_grid
+
+    monkeypatch.setitem(profiles.PROFILES, "smoke", replace(profiles.PROFILES["smoke"], agent_budgets={"ppo": 300}))
+    (study,) = budget.agent_specs(["ppo"], seeds=[0], budgets=[300], profile="smoke")
+    plain = RunSpec.make("trading", "dj30", "ppo", "clean", "smoke", 0)
+    a = run_grid([study, plain], tmp_path / "a", data_dir=data_dir, progress=False)
+    assert list(a["status"]) == ["done", "adopted"], a["error"].tolist()
+    b = run_grid([plain], tmp_path / "b", data_dir=data_dir, progress=False)
+    assert b["status"][0] == "done", b["error"][0]
+    pa, pb = Path(a["run_dir"][1]), Path(b["run_dir"][0])
+    rec = json.loads((pb / "run.json").read_text())
+    assert rec["info"]["timesteps"] == 300 and rec["identity"]["task_config"]["agent"]["eval_every"] == 30
+    m = [pd.read_csv(p / "metrics.csv") for p in (pa, pb)]
+    keep = [~x["metric"].isin(["train_seconds", "fit_seconds"]) for x in m]
+    pd.testing.assert_frame_equal(m[0][keep[0]].reset_index(drop=True), m[1][keep[1]].reset_index(drop=True),
+                                  check_exact=True)
+    # seed 0's study point read back through the plain run's twin in a results dir where only it exists
+    c = run_grid([plain, study], tmp_path / "c", data_dir=data_dir, progress=False)
+    assert list(c["status"]) == ["done", "adopted"], c["error"].tolist()
+    runs = budget.load_agents(tmp_path / "c", profile="smoke")
+    twin = json.loads((Path(c["run_dir"][0]) / "run.json").read_text())
+    assert len(runs) == 5 and (runs["compute_seconds"] == twin["wall_seconds"]).all()
+
+
+def test_agent_profile_budgets_take_only_complete_curves():
+    rows = []
+    for model, points in {"dqn": {50_000: [0.1, 0.3], 200_000: [0.15, 0.15]},
+                          "ppo": {51_200: [0.1, 0.2], 204_800: [0.9, 1.0]}}.items():
+        for b, vals in points.items():
+            for seed, v in enumerate(vals):
+                rows.append({"model": model, "budget": b, "seed": seed, "stock": "IBM", "val_ASR": v, "test_ASR": v,
+                             "trades": 3, "long share": 0.5, "holds": False, "never long": False,
+                             "compute_seconds": 1.0, "model_version": 1, "run_dir": f"/x/{model}/{b}/{seed}"})
+    choice = budget.choose(budget.summarise_agents(pd.DataFrame(rows, columns=budget.AGENT_COLUMNS)),
+                           grid=budget.agent_grid())
+    # DQN: both budgets run, the best is 50,000 (0.2 +- 0.1), the smallest within one SE of it;
+    # PPO still misses 819,200 steps -> no choice yet
+    assert budget.agent_profile_budgets(choice) == {"dqn": 50_000}
+
+
+def test_the_committed_agent_budgets_follow_the_committed_agent_curves():
+    from storm_lib.profiles import PROFILES, chosen_agent_budgets
+    from storm_lib.utils import REPO_ROOT
+
+    summary = budget.summarise_agents(budget.load_agents(REPO_ROOT / "results"))
+    expected = budget.agent_profile_budgets(budget.choose(summary, grid=budget.agent_grid())) if len(summary) else {}
+    assert chosen_agent_budgets("cpu") == expected and PROFILES["cpu"].agent_budgets == expected

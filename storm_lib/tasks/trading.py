@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..profiles import get_profile
 from ..trading.experiment import AGENT_PREFIX, METHODS, SIGNAL_MODELS, STOCKS, STORM_METHODS, TradingSetup, run_method
-from ..trading.experiment import task_config
+from ..trading.experiment import agent_budget, task_config
 from .base import RunOutput
 from .fits import fit_model
 from .portfolio import model_kwargs
@@ -28,7 +28,8 @@ def run_task(spec, ctx):
     """``storm_lib.run`` task ``"trading"`` (paper Table 3): one method on the five stocks.
 
     ``spec.model`` is a key of :data:`METHODS`; ``spec.options`` starting with ``agent_`` override the RL
-    budget (``agent_timesteps=2048``), the others go to the return model (signal baselines, STORM).
+    budget (``agent_timesteps=2048``; without, the profile's: :func:`~storm_lib.trading.experiment.agent_budget`),
+    the others go to the return model (signal baselines, STORM).
     Metrics: ``stock, split, convention, metric, value`` (+ ``train_seconds`` / ``fit_seconds`` rows with
     split ``train``); tables ``equity`` (per stock and split: date, equity, action, executed, position)
     and ``agent_log`` (validation evaluations of the RL agents).
@@ -36,6 +37,9 @@ def run_task(spec, ctx):
     prof = get_profile(spec.profile)
     opts = dict(spec.options)
     agent = {k[len(AGENT_PREFIX):]: v for k, v in opts.items() if k.startswith(AGENT_PREFIX)}
+    steps = agent_budget(spec.model, prof)   # the profile's (chosen) budget; the run's options win
+    if steps is not None:
+        agent = {"timesteps": steps["timesteps"], "eval_every": steps["eval_every"], **agent}
     model_opts = {k: v for k, v in opts.items() if not k.startswith(AGENT_PREFIX)}
     if model_opts and spec.model not in SIGNAL_MODELS + STORM_METHODS:
         raise ValueError(f"trading method {spec.model!r} takes no model options, got {sorted(model_opts)}")

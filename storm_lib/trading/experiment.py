@@ -37,7 +37,7 @@ from .. import data as data_mod
 from ..metrics import CONVENTIONS, portfolio_metrics
 from ..panel import Panel, Protocol, get_protocol
 from ..profiles import get_profile
-from .agents import ALGOS, train_agent
+from .agents import ALGOS, budget, train_agent
 from .baselines import signal_policy
 from .env import ACTIONS, BUY, TradingEnv, run_policy
 from .observations import factor_tokens, feature_windows
@@ -273,10 +273,27 @@ CONFIG = {"stocks": list(STOCKS), "cost": 1e-4, "cash": 1e5, "price": "adj_close
 AGENT_PREFIX = "agent_"   # run options starting with this go to the RL budget, e.g. agent_timesteps=2048
 
 
-def task_config(spec) -> dict:
-    """:data:`CONFIG` plus, for an RL method, its agent budget at the run's profile (so changing one
-    agent's budget changes only that agent's runs)."""
-    from .agents import ALGOS, budget
+#: validation checkpoints per agent run (``eval_every`` = steps / this), as the ``cpu`` profile's budgets
+AGENT_EVALS = 10
 
-    algo = spec.model if spec.model in ALGOS else ("ppo" if spec.model in STORM_METHODS else None)
-    return {**CONFIG, "agent": {"algo": algo, **budget(algo, spec.profile)} if algo else None}
+
+def agent_budget(method: str, profile) -> dict | None:
+    """The RL budget of trading ``method`` at ``profile``: its algorithm's :func:`~.agents.budget` (the
+    STORM methods are PPO), with ``algo``; where the profile chose other environment steps for the method
+    (``Profile.agent_budgets``, from the agents' budget study), those steps and ``eval_every`` = steps /
+    :data:`AGENT_EVALS`. None for a method without an RL agent."""
+    algo = method if method in ALGOS else ("ppo" if method in STORM_METHODS else None)
+    if algo is None:
+        return None
+    prof = get_profile(profile)
+    out = {"algo": algo, **budget(algo, prof.name)}
+    steps = prof.agent_budgets.get(method)
+    if steps is not None and int(steps) != out["timesteps"]:
+        out.update(timesteps=int(steps), eval_every=int(steps) // AGENT_EVALS)
+    return out
+
+
+def task_config(spec) -> dict:
+    """:data:`CONFIG` plus, for an RL method, its agent budget at the run's profile (:func:`agent_budget`; so
+    changing one method's budget changes only that method's runs)."""
+    return {**CONFIG, "agent": agent_budget(spec.model, spec.profile)}
