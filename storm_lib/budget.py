@@ -204,7 +204,8 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
     more than one SE below it: the curve is still rising and the status is ``inconclusive: needs >= X
     windows``, X the grid's next step (the largest budget times the last step ratio), or ``still rising
     at N windows; larger budgets not run yet`` while larger budgets of the grid are missing. Budgets of the
-    grid (``grid``, default :func:`grids`) without enough seeds are listed in ``missing``; with fewer
+    grid (``grid``, default :func:`grids`) without enough seeds are listed in ``missing`` (a budget beyond
+    the grid with too few seeds is not: it is a step still being run); with fewer
     than two usable budgets the status is ``not run yet``. ``grid`` is keyed by universe or by
     (universe, model).
     Columns: universe, model, chosen_budget, best_budget, best_val_mean, best_val_se, largest_budget,
@@ -213,7 +214,9 @@ def choose(summary: pd.DataFrame, min_seeds: int = 2, grid: dict | None = None) 
     rows = []
     for (universe, model), d in summary.groupby(["universe", "model"], sort=True):
         ok = d[d["seeds"] >= min_seeds].sort_values("budget")
-        planned = sorted(set(grid.get((universe, model), grid.get(universe, ()))) | set(d["budget"]))
+        # the grid's budgets, and a budget beyond it once it has enough seeds (a step still being run
+        # beyond the grid, e.g. one seed of four, neither counts nor holds the choice back)
+        planned = sorted(set(grid.get((universe, model), grid.get(universe, ()))) | set(ok["budget"]))
         missing = [int(b) for b in planned if b not in set(ok["budget"])]
         row = {"universe": universe, "model": model, "chosen_budget": np.nan, "best_budget": np.nan,
                "best_val_mean": np.nan, "best_val_se": np.nan, "largest_budget": np.nan, "status": "not run yet",

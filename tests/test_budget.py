@@ -75,6 +75,16 @@ def test_points_with_one_seed_do_not_count_and_missing_budgets_are_listed():
     assert budget.choose(s).iloc[0]["status"] == "plateau (some budgets still running)"
 
 
+def test_a_step_beyond_the_grid_counts_only_once_it_has_two_seeds():
+    """A curve extended past the grid (e.g. 256,000 windows) keeps its choice while the new step has one
+    seed, and the step enters the rule when the second seed is in."""
+    points = {1000: [0.00, 0.01], 4000: [0.01, 0.02], 16000: [0.02, 0.03], 64000: [0.050, 0.052]}
+    c = budget.choose(budget.summarise(_runs({**points, 256000: [0.09]}))).iloc[0]
+    assert c["chosen_budget"] == 64000 and c["missing"] == [] and c["status"].startswith("inconclusive")
+    c = budget.choose(budget.summarise(_runs({**points, 256000: [0.050, 0.053]}))).iloc[0]
+    assert c["chosen_budget"] == 64000 and c["largest_budget"] == 256000 and c["status"] == "plateau"
+
+
 def test_the_grid_runs_the_smallest_budget_first_and_spans_the_issue_range(monkeypatch):
     specs = budget.specs(["dj30"], ["transformer", "factorvae"], seeds=(0, 1))
     assert [s.options_dict[budget.OPTION] for s in specs] == [b for b in budget.BUDGETS["dj30"] for _ in range(4)]
