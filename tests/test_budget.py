@@ -397,8 +397,8 @@ def test_chosen_agent_steps_enter_only_that_methods_runs_and_pair_plain_and_stud
 
 def test_a_plain_trading_run_adopts_the_agent_study_run_of_its_budget(data_dir, tmp_path, monkeypatch):
     """With a chosen step count the plain PPO run trains with it; the study's run of that budget already did,
-    so the plain run is a copy (status "adopted"), equal to a fresh run of its own, and the study's table
-    counts the twin's compute, not the copy's."""
+    so the plain run is a copy (status "adopted"), equal to a fresh run of its own; in the other order the
+    study's point is the copy, and the study's table counts the twin's compute, not the copy's."""
     from dataclasses import replace
 
     from storm_lib import profiles
@@ -409,21 +409,19 @@ def test_a_plain_trading_run_adopts_the_agent_study_run_of_its_budget(data_dir, 
     plain = RunSpec.make("trading", "dj30", "ppo", "clean", "smoke", 0)
     a = run_grid([study, plain], tmp_path / "a", data_dir=data_dir, progress=False)
     assert list(a["status"]) == ["done", "adopted"], a["error"].tolist()
-    b = run_grid([plain], tmp_path / "b", data_dir=data_dir, progress=False)
-    assert b["status"][0] == "done", b["error"][0]
-    pa, pb = Path(a["run_dir"][1]), Path(b["run_dir"][0])
+    # the other order in a fresh results dir: the plain run trains, the study's point is its copy
+    b = run_grid([plain, study], tmp_path / "b", data_dir=data_dir, progress=False)
+    assert list(b["status"]) == ["done", "adopted"], b["error"].tolist()
+    pa, pb = Path(a["run_dir"][1]), Path(b["run_dir"][0])   # the plain run: adopted, and trained
+    assert pa.relative_to(tmp_path / "a") == pb.relative_to(tmp_path / "b")
     rec = json.loads((pb / "run.json").read_text())
     assert rec["info"]["timesteps"] == 300 and rec["identity"]["task_config"]["agent"]["eval_every"] == 30
     m = [pd.read_csv(p / "metrics.csv") for p in (pa, pb)]
     keep = [~x["metric"].isin(["train_seconds", "fit_seconds"]) for x in m]
     pd.testing.assert_frame_equal(m[0][keep[0]].reset_index(drop=True), m[1][keep[1]].reset_index(drop=True),
                                   check_exact=True)
-    # seed 0's study point read back through the plain run's twin in a results dir where only it exists
-    c = run_grid([plain, study], tmp_path / "c", data_dir=data_dir, progress=False)
-    assert list(c["status"]) == ["done", "adopted"], c["error"].tolist()
-    runs = budget.load_agents(tmp_path / "c", profile="smoke")
-    twin = json.loads((Path(c["run_dir"][0]) / "run.json").read_text())
-    assert len(runs) == 5 and (runs["compute_seconds"] == twin["wall_seconds"]).all()
+    runs = budget.load_agents(tmp_path / "b", profile="smoke")
+    assert len(runs) == 5 and (runs["compute_seconds"] == rec["wall_seconds"]).all()   # the twin's, not the copy's
 
 
 def test_agent_profile_budgets_take_only_complete_curves():
