@@ -30,7 +30,7 @@ biased upward by the selection over epochs, see :func:`summarise`). Test RankIC 
 The RL agents of Table 3 (:data:`AGENT_BUDGETS`: 1x / 4x / 16x the cpu profile's environment steps) get the
 same treatment with validation Sharpe ratio in place of RankIC, and each point's trading activity on the
 test span (trades per stock, runs that only hold or are never long): a budget at which an agent trades.
-``agents-apply`` writes the chosen steps (:func:`apply_agent_budgets`) as ``Profile.agent_budgets``; a run of
+``agents-apply`` writes the chosen steps (:func:`apply_agent_budgets`) into ``budgets.json``; a run of
 the study at a method's profile budget and the method's plain Table 3 run are twins (either serves the other).
 """
 
@@ -406,7 +406,7 @@ def agent_grid() -> dict:
 
 
 def agent_profile_budgets(choices: pd.DataFrame) -> dict:
-    """``Profile.agent_budgets`` (trading method -> environment steps) from :func:`choose`'s table of the
+    """The chosen steps (trading method -> environment steps; ``trading.experiment.CHOSEN_AGENT_BUDGETS``) from :func:`choose`'s table of the
     agents: each method whose planned budgets all have two seeds gets its chosen budget (the largest
     where its curve still rises, which then reads "inconclusive"); a method with a budget still missing
     gets none (its plain runs keep the profile's default, :func:`storm_lib.trading.agents.budget`)."""
@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--dry-run", action="store_true", help="print the budgets, write nothing")
     atable = sub.add_parser("agents-table", help="print the agents' summary: Sharpe, trades and the chosen budgets")
     aapply = sub.add_parser("agents-apply", help="write the agents' chosen environment steps (methods with complete "
-                                                 "curves) into storm_lib/budgets.json (Profile.agent_budgets)")
+                                                 "curves) into storm_lib/budgets.json")
     aapply.add_argument("--dry-run", action="store_true", help="print the budgets, write nothing")
     for a in (arun, atable, aapply):
         a.add_argument("--profile", default="cpu")

@@ -61,11 +61,6 @@ class Profile:
     #: puts them in its specs) and those of ``budgets`` (:func:`budget_options`); e.g. a validation pass
     #: every 800 windows on SP500, where one costs about as much as 25 training steps. Not in the identity.
     budget_options: dict = field(default_factory=dict)
-    #: environment steps chosen for the trading methods by the agents' budget study (Table 3's RL agents,
-    #: :func:`storm_lib.budget.apply_agent_budgets`): method name -> steps per agent and stock. A plain
-    #: trading run of a listed method trains with it (:func:`storm_lib.trading.experiment.agent_budget`);
-    #: not part of :func:`profile_identity`: the budget enters the trading runs' task configuration.
-    agent_budgets: dict = field(default_factory=dict)
 
     def with_train(self, **kw) -> "Profile":
         return replace(self, train=replace(self.train, **kw))
@@ -79,17 +74,6 @@ def chosen_budgets(profile: str) -> dict:
 
     text = resources.files("storm_lib").joinpath("budgets.json").read_text()
     return {u: {m: int(b) for m, b in models.items()} for u, models in json.loads(text).get(profile, {}).items()}
-
-
-def chosen_agent_budgets(profile: str) -> dict:
-    """The trading agents' environment steps chosen for ``profile`` from the agents' budget study (the
-    ``agents`` entry of ``storm_lib/budgets.json``, written by ``python -m storm_lib.budget agents-apply``):
-    trading method -> steps; {} when none."""
-    import json
-    from importlib import resources
-
-    text = resources.files("storm_lib").joinpath("budgets.json").read_text()
-    return {m: int(b) for m, b in json.loads(text).get("agents", {}).get(profile, {}).items()}
 
 
 PROFILES: dict[str, Profile] = {
@@ -114,7 +98,6 @@ PROFILES: dict[str, Profile] = {
         # there validate every 100 x 8 = 800 windows, near DJ30's 960
         budget_options={"sp500": {"steps_per_epoch": 100}},
         budgets=chosen_budgets("cpu"),
-        agent_budgets=chosen_agent_budgets("cpu"),
     ),
     "paper": Profile(
         "paper", window=64,
@@ -142,7 +125,6 @@ def profile_identity(profile: str | Profile) -> dict:
     out.pop("note", None)
     out.pop("budgets", None)  # per run: storm_lib.run.code_identity adds the run's budget (budget_options)
     out.pop("budget_options", None)
-    out.pop("agent_budgets", None)  # per trading run: storm_lib.trading.experiment.task_config adds its steps
     for k, v in IDENTITY_NEUTRAL.items():
         if k in out["train"] and out["train"][k] == v:
             del out["train"][k]

@@ -364,13 +364,12 @@ def test_no_end_of_training_rows_without_the_fit_s_last_checkpoint(tmp_path):
 
 
 def test_chosen_agent_steps_enter_only_that_methods_runs_and_pair_plain_and_study_runs(monkeypatch):
-    """Profile.agent_budgets (from `agents-apply`) changes the budget, hence the identity, of the listed
-    methods only; a plain trading run and the study run at the method's profile budget are each other's
-    twin (storm_lib.run.budget_twin), any other budget has none; the profile's hash does not move."""
-    from dataclasses import replace
-
-    from storm_lib import profiles
+    """A chosen step count (`agents-apply`, trading.experiment.CHOSEN_AGENT_BUDGETS) changes the budget,
+    hence the identity, of the listed methods only; a plain trading run and the study run at the method's
+    profile budget are each other's twin (storm_lib.run.budget_twin), any other budget has none; the
+    profile's hash does not move."""
     from storm_lib.run import RunSpec, budget_twin, code_identity
+    from storm_lib.trading import experiment
     from storm_lib.trading.experiment import agent_budget
 
     def spec(model, **opts):
@@ -383,8 +382,7 @@ def test_chosen_agent_steps_enter_only_that_methods_runs_and_pair_plain_and_stud
     assert budget_twin(spec("buy_and_hold")) is None
     before = {m: code_identity(spec(m)) for m in ("ppo", "dqn", "storm")}
 
-    chosen = replace(profiles.PROFILES["cpu"], agent_budgets={"ppo": 204_800, "dqn": 50_000})
-    monkeypatch.setitem(profiles.PROFILES, "cpu", chosen)
+    monkeypatch.setitem(experiment.CHOSEN_AGENT_BUDGETS, "cpu", {"ppo": 204_800, "dqn": 50_000})
     assert agent_budget("ppo", "cpu")["timesteps"] == 204_800 and agent_budget("ppo", "cpu")["eval_every"] == 20_480
     assert code_identity(spec("ppo"))["task_config"]["agent"]["timesteps"] == 204_800
     assert code_identity(spec("dqn")) == before["dqn"]        # chosen = the default: the same runs
@@ -399,12 +397,10 @@ def test_a_plain_trading_run_adopts_the_agent_study_run_of_its_budget(data_dir, 
     """With a chosen step count the plain PPO run trains with it; the study's run of that budget already did,
     so the plain run is a copy (status "adopted"), equal to a fresh run of its own; in the other order the
     study's point is the copy, and the study's table counts the twin's compute, not the copy's."""
-    from dataclasses import replace
-
-    from storm_lib import profiles
     from storm_lib.run import RunSpec, run_grid
+    from storm_lib.trading import experiment
 
-    monkeypatch.setitem(profiles.PROFILES, "smoke", replace(profiles.PROFILES["smoke"], agent_budgets={"ppo": 300}))
+    monkeypatch.setitem(experiment.CHOSEN_AGENT_BUDGETS, "smoke", {"ppo": 300})
     (study,) = budget.agent_specs(["ppo"], seeds=[0], budgets=[300], profile="smoke")
     plain = RunSpec.make("trading", "dj30", "ppo", "clean", "smoke", 0)
     a = run_grid([study, plain], tmp_path / "a", data_dir=data_dir, progress=False)
@@ -441,9 +437,9 @@ def test_agent_profile_budgets_take_only_complete_curves():
 
 
 def test_the_committed_agent_budgets_follow_the_committed_agent_curves():
-    from storm_lib.profiles import PROFILES, chosen_agent_budgets
+    from storm_lib.trading.experiment import CHOSEN_AGENT_BUDGETS, chosen_agent_budgets
     from storm_lib.utils import REPO_ROOT
 
     summary = budget.summarise_agents(budget.load_agents(REPO_ROOT / "results"))
     expected = budget.agent_profile_budgets(budget.choose(summary, grid=budget.agent_grid())) if len(summary) else {}
-    assert chosen_agent_budgets("cpu") == expected and PROFILES["cpu"].agent_budgets == expected
+    assert chosen_agent_budgets().get("cpu", {}) == expected and CHOSEN_AGENT_BUDGETS.get("cpu", {}) == expected

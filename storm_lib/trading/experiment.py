@@ -277,17 +277,34 @@ AGENT_PREFIX = "agent_"   # run options starting with this go to the RL budget, 
 AGENT_EVALS = 10
 
 
+def chosen_agent_budgets() -> dict:
+    """The environment steps chosen per profile by the agents' budget study (the ``agents`` entry of
+    ``storm_lib/budgets.json``, written by ``python -m storm_lib.budget agents-apply``): profile ->
+    trading method -> steps. Kept out of :mod:`storm_lib.profiles`, whose source is part of every
+    return-model fit's key (:data:`storm_lib.tasks.fits.TRAINING_SOURCES`): an agent's budget never
+    changes a fit."""
+    import json
+    from importlib import resources
+
+    text = resources.files("storm_lib").joinpath("budgets.json").read_text()
+    return {p: {m: int(b) for m, b in d.items()} for p, d in json.loads(text).get("agents", {}).items()}
+
+
+#: profile name -> trading method -> environment steps, as chosen (:func:`chosen_agent_budgets`)
+CHOSEN_AGENT_BUDGETS: dict[str, dict[str, int]] = chosen_agent_budgets()
+
+
 def agent_budget(method: str, profile) -> dict | None:
     """The RL budget of trading ``method`` at ``profile``: its algorithm's :func:`~.agents.budget` (the
-    STORM methods are PPO), with ``algo``; where the profile chose other environment steps for the method
-    (``Profile.agent_budgets``, from the agents' budget study), those steps and ``eval_every`` = steps /
-    :data:`AGENT_EVALS`. None for a method without an RL agent."""
+    STORM methods are PPO), with ``algo``; where the agents' budget study chose other environment steps
+    for the method at this profile (:data:`CHOSEN_AGENT_BUDGETS`), those steps and ``eval_every`` =
+    steps / :data:`AGENT_EVALS`. None for a method without an RL agent."""
     algo = method if method in ALGOS else ("ppo" if method in STORM_METHODS else None)
     if algo is None:
         return None
-    prof = get_profile(profile)
-    out = {"algo": algo, **budget(algo, prof.name)}
-    steps = prof.agent_budgets.get(method)
+    name = get_profile(profile).name
+    out = {"algo": algo, **budget(algo, name)}
+    steps = CHOSEN_AGENT_BUDGETS.get(name, {}).get(method)
     if steps is not None and int(steps) != out["timesteps"]:
         out.update(timesteps=int(steps), eval_every=int(steps) // AGENT_EVALS)
     return out
