@@ -623,7 +623,10 @@ STORM-PPO methods at 1x / 4x / 16x the `cpu` profile's 51,200 steps, DQN and SAC
 above with the **validation Sharpe ratio** (mean over the five stocks) in place of RankIC; beside it, each
 point's trading on the test span: trades per stock and the stock runs that only hold or are never long.
 Run with `python -m storm_lib.budget agents-run`; the STORM-PPO points use the STORM fit of the profile's
-chosen budget, so they run after it is chosen."""),
+chosen budget, so they run after it is chosen. The 1x points of DQN, SAC and PPO are Table 3's runs of seeds
+0 and 1 (the same training, copied); `python -m storm_lib.budget agents-apply` writes the chosen steps of the
+agents whose curves are complete into the profile, and Table 3's runs of those seeds are then copies of the
+study's runs at that budget."""),
     code('''agents = budget.summarise_agents(budget.load_agents(ctx.params.get("results_dir"), protocol=ctx.protocol,
                                                   profile=ctx.profile))
 agent_choice = budget.choose(agents, grid=budget.agent_grid()) if len(agents) else None
