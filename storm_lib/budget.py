@@ -293,20 +293,34 @@ def apply_budgets(profile: str = "cpu", results_dir=None, dry_run: bool = False)
     gets a new budget drops its universe's choice until it is complete again). The
     profile's plain runs of those models then train with these budgets, get new run directories, and
     their earlier runs become superseded (:func:`storm_lib.run.superseded_runs`)."""
+    chosen = profile_budgets(choose(summarise(load(results_dir, profile=profile))))
+    return _write_choice((profile,), chosen, dry_run)
+
+
+def _write_choice(keys: tuple[str, ...], chosen: dict, dry_run: bool, path=None) -> int:
+    """Store ``chosen`` under ``keys`` (a path of nested entries) in ``path`` (default
+    ``storm_lib/budgets.json``), printing it; nothing is written when it equals the stored entry or
+    on a dry run."""
     import json
     from pathlib import Path
 
-    chosen = profile_budgets(choose(summarise(load(results_dir, profile=profile))))
-    path = Path(__file__).with_name(BUDGETS_FILE)
+    path = Path(path) if path is not None else Path(__file__).with_name(BUDGETS_FILE)
     data = json.loads(path.read_text())
-    print(f"{profile}: {json.dumps(chosen, indent=1) if chosen else '{}'}")
-    if chosen == data.get(profile, {}):
+    *outer, last = keys
+    entry = data
+    for k in outer:
+        entry = entry.get(k, {})
+    print(f"{' '.join(reversed(keys))}: {json.dumps(chosen, indent=1) if chosen else '{}'}")
+    if chosen == entry.get(last, {}):
         print("no change")
         return 0
     if dry_run:
         print("(dry run: nothing written)")
         return 0
-    data[profile] = chosen
+    entry = data
+    for k in outer:
+        entry = entry.setdefault(k, {})
+    entry[last] = chosen
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
@@ -406,8 +420,8 @@ def agent_grid() -> dict:
 
 
 def agent_profile_budgets(choices: pd.DataFrame) -> dict:
-    """The chosen steps (trading method -> environment steps; ``trading.experiment.CHOSEN_AGENT_BUDGETS``) from :func:`choose`'s table of the
-    agents: each method whose planned budgets all have two seeds gets its chosen budget (the largest
+    """The chosen steps (trading method -> environment steps;
+    ``trading.experiment.CHOSEN_AGENT_BUDGETS``) from :func:`choose`'s table of the agents: each method whose planned budgets all have two seeds gets its chosen budget (the largest
     where its curve still rises, which then reads "inconclusive"); a method with a budget still missing
     gets none (its plain runs keep the profile's default, :func:`storm_lib.trading.agents.budget`)."""
     done = choices[choices["chosen_budget"].notna() & (choices["missing"].map(len) == 0)]
@@ -419,24 +433,9 @@ def apply_agent_budgets(profile: str = "cpu", results_dir=None, dry_run: bool = 
     ``storm_lib/budgets.json`` for ``profile``. A method whose chosen steps differ from the profile's
     default then trains its plain Table 3 runs with them (new run directories; the study's runs at that
     budget are their twins, :func:`storm_lib.run.budget_twin`, so seeds 0 and 1 are copies)."""
-    import json
-    from pathlib import Path
-
     summary = summarise_agents(load_agents(results_dir, profile=profile))
     chosen = agent_profile_budgets(choose(summary, grid=agent_grid())) if len(summary) else {}
-    path = Path(__file__).with_name(BUDGETS_FILE)
-    data = json.loads(path.read_text())
-    print(f"{profile} agents: {json.dumps(chosen) if chosen else '{}'}")
-    if chosen == data.get("agents", {}).get(profile, {}):
-        print("no change")
-        return 0
-    if dry_run:
-        print("(dry run: nothing written)")
-        return 0
-    data.setdefault("agents", {})[profile] = chosen
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    print(f"wrote {path}")
-    return 0
+    return _write_choice(("agents", profile), chosen, dry_run)
 
 
 # ----------------------------------------------------------------------------------------------

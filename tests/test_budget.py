@@ -443,3 +443,19 @@ def test_the_committed_agent_budgets_follow_the_committed_agent_curves():
     summary = budget.summarise_agents(budget.load_agents(REPO_ROOT / "results"))
     expected = budget.agent_profile_budgets(budget.choose(summary, grid=budget.agent_grid())) if len(summary) else {}
     assert chosen_agent_budgets().get("cpu", {}) == expected and CHOSEN_AGENT_BUDGETS.get("cpu", {}) == expected
+
+
+def test_writing_a_choice_keeps_other_entries_and_honours_dry_run(tmp_path, capsys):
+    path = tmp_path / "budgets.json"
+    path.write_text(json.dumps({"cpu": {"dj30": {"storm": 64000}}}))
+    budget._write_choice(("agents", "cpu"), {"ppo": 204800}, dry_run=True, path=path)
+    assert "dry run" in capsys.readouterr().out
+    assert json.loads(path.read_text()) == {"cpu": {"dj30": {"storm": 64000}}}
+    budget._write_choice(("agents", "cpu"), {"ppo": 204800}, dry_run=False, path=path)
+    assert json.loads(path.read_text()) == {"cpu": {"dj30": {"storm": 64000}}, "agents": {"cpu": {"ppo": 204800}}}
+    budget._write_choice(("cpu",), {"dj30": {"storm": 16000}}, dry_run=False, path=path)
+    assert json.loads(path.read_text())["cpu"] == {"dj30": {"storm": 16000}}
+    assert json.loads(path.read_text())["agents"] == {"cpu": {"ppo": 204800}}
+    capsys.readouterr()
+    budget._write_choice(("cpu",), {"dj30": {"storm": 16000}}, dry_run=False, path=path)
+    assert "no change" in capsys.readouterr().out
